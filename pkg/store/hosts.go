@@ -1,0 +1,207 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/immutableinfra/kiln/pkg/fleet"
+)
+
+// CreateHost stores a new host. Its name and every MAC must be free: a taken
+// name wraps fleet.ErrExists, a MAC owned by another host fleet.ErrConflict.
+func (s *Store) CreateHost(ctx context.Context, h fleet.Host) (fleet.Host, error) {
+	if err := h.Validate(); err != nil {
+		return fleet.Host{}, err
+	}
+	now := s.now().UTC()
+	h.Created, h.Updated = now, now
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		hosts := tx.Bucket(bHosts)
+		if hosts.Get([]byte(h.Name)) != nil {
+			return fmt.Errorf("host %s: %w", h.Name, fleet.ErrExists)
+		}
+		macs := tx.Bucket(bMACs)
+		for _, m := range h.MACs {
+			if owner := macs.Get([]byte(m)); owner != nil {
+				return fmt.Errorf("mac %s belongs to host %s: %w", m, owner, fleet.ErrConflict)
+			}
+			if err := macs.Put([]byte(m), []byte(h.Name)); err != nil {
+				return err
+			}
+		}
+		return putJSON(hosts, []byte(h.Name), h)
+	})
+	if err != nil {
+		return fleet.Host{}, fmt.Errorf("store: create host: %w", err)
+	}
+	return h, nil
+}
+
+// GetHost returns the named host or an error wrapping fleet.ErrNotFound.
+func (s *Store) GetHost(ctx context.Context, name string) (fleet.Host, error) {
+	var h fleet.Host
+	err := s.db.View(func(tx *bolt.Tx) error { return getHost(tx, name, &h) })
+	return h, err
+}
+
+func getHost(tx *bolt.Tx, name string, h *fleet.Host) error {
+	if err := getJSON(tx.Bucket(bHosts), []byte(name), h); err != nil {
+		return fmt.Errorf("host %s: %w", name, err)
+	}
+	return nil
+}
+
+// HostByMAC returns the host owning mac (normalized, lowercase colon
+// separated) or an error wrapping fleet.ErrNotFound.
+func (s *Store) HostByMAC(ctx context.Context, mac string) (fleet.Host, error) {
+	var h fleet.Host
+	err := s.db.View(func(tx *bolt.Tx) error {
+		name := tx.Bucket(bMACs).Get([]byte(mac))
+		if name == nil {
+			return fmt.Errorf("mac %s: %w", mac, fleet.ErrNotFound)
+		}
+		return getHost(tx, string(name), &h)
+	})
+	return h, err
+}
+
+// ListHosts returns the hosts the selector matches, ordered by name. An empty
+// selector matches all.
+func (s *Store) ListHosts(ctx context.Context, sel fleet.Selector) ([]fleet.Host, error) {
+	var out []fleet.Host
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bHosts).ForEach(func(k, v []byte) error {
+			var h fleet.Host
+			if err := json.Unmarshal(v, &h); err != nil {
+				return fmt.Errorf("host %s: %w", k, err)
+			}
+			if sel.Matches(h.Labels) {
+				out = append(out, h)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: list hosts: %w", err)
+	}
+	return out, nil
+}
+
+// UpdateHost applies fn to the named host in one transaction and stores the
+// result. fn must not change the name; MAC changes are re-indexed. An error
+// from fn aborts the update and is returned as is.
+func (s *Store) UpdateHost(ctx context.Context, name string, fn func(*fleet.Host) error) (fleet.Host, error) {
+	var h fleet.Host
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		if err := getHost(tx, name, &h); err != nil {
+			return err
+		}
+		old := append([]string(nil), h.MACs...)
+		if err := fn(&h); err != nil {
+			return err
+		}
+		if h.Name != name {
+			return fmt.Errorf("%w: host %s cannot be renamed", fleet.ErrInvalid, name)
+		}
+		if err := h.Validate(); err != nil {
+			return err
+		}
+		if err := reindexMACs(tx, name, old, h.MACs); err != nil {
+			return err
+		}
+		h.Updated = s.now().UTC()
+		return putJSON(tx.Bucket(bHosts), []byte(name), h)
+	})
+	return h, err
+}
+
+func reindexMACs(tx *bolt.Tx, host string, old, cur []string) error {
+	macs := tx.Bucket(bMACs)
+	for _, m := range old {
+		if err := macs.Delete([]byte(m)); err != nil {
+			return err
+		}
+	}
+	for _, m := range cur {
+		if owner := macs.Get([]byte(m)); owner != nil && string(owner) != host {
+			return fmt.Errorf("mac %s belongs to host %s: %w", m, owner, fleet.ErrConflict)
+		}
+		if err := macs.Put([]byte(m), []byte(host)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// DeleteHost removes a host with its MAC index entries, history, reports and
+// stored BMC secret.
+func (s *Store) DeleteHost(ctx context.Context, name string) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		var h fleet.Host
+		if err := getHost(tx, name, &h); err != nil {
+			return err
+		}
+		if err := reindexMACs(tx, name, h.MACs, nil); err != nil {
+			return err
+		}
+		for _, b := range [][]byte{bHistory, bReports} {
+			if tx.Bucket(b).Bucket([]byte(name)) != nil {
+				if err := tx.Bucket(b).DeleteBucket([]byte(name)); err != nil {
+					return err
+				}
+			}
+		}
+		if err := tx.Bucket(bSecrets).Delete([]byte(name)); err != nil {
+			return err
+		}
+		return tx.Bucket(bHosts).Delete([]byte(name))
+	})
+}
+
+// RecordBootMode remembers the firmware mode ("bios" or "uefi") a host last
+// netbooted with. It is batched with other bursty writes.
+func (s *Store) RecordBootMode(ctx context.Context, host, mode string) error {
+	return s.db.Batch(func(tx *bolt.Tx) error {
+		var h fleet.Host
+		if err := getHost(tx, host, &h); err != nil {
+			return err
+		}
+		if h.BootMode == mode {
+			return nil
+		}
+		h.BootMode = mode
+		return putJSON(tx.Bucket(bHosts), []byte(host), h)
+	})
+}
+
+// SetSecret stores an opaque (already encrypted) secret for host; nil deletes
+// it. The store never interprets it.
+func (s *Store) SetSecret(ctx context.Context, host string, sealed []byte) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		var h fleet.Host
+		if err := getHost(tx, host, &h); err != nil {
+			return err
+		}
+		if sealed == nil {
+			return tx.Bucket(bSecrets).Delete([]byte(host))
+		}
+		return tx.Bucket(bSecrets).Put([]byte(host), sealed)
+	})
+}
+
+// Secret returns host's sealed secret, or an error wrapping fleet.ErrNotFound.
+func (s *Store) Secret(ctx context.Context, host string) ([]byte, error) {
+	var out []byte
+	err := s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bSecrets).Get([]byte(host))
+		if v == nil {
+			return fmt.Errorf("secret of host %s: %w", host, fleet.ErrNotFound)
+		}
+		out = append([]byte(nil), v...)
+		return nil
+	})
+	return out, err
+}
