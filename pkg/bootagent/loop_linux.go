@@ -118,4 +118,3 @@ func LoopReadOnly(dev string) bool {
 	b, err := os.ReadFile(filepath.Join("/sys/block", filepath.Base(dev), "ro"))
 	return err == nil && strings.TrimSpace(string(b)) == "1"
 }
-

@@ -363,4 +363,3 @@ func (s *LinuxSystem) Shell() error {
 	}
 	return nil
 }
-
