@@ -203,6 +203,9 @@ func (a *Agent) boot(ctx context.Context) error {
 	a.console("network %s in %s", lease, since(t))
 	a.report(ctx, PhaseNetwork, lease.String())
 
+	if err := os.MkdirAll(filepath.Dir(a.Paths.Rootfs), 0o755); err != nil {
+		return fmt.Errorf("fetch %s: %w", c.Image, err)
+	}
 	res, err := a.Fetcher.Fetch(ctx, c.Rootfs.String(), a.Paths.Rootfs, c.Size)
 	if err != nil {
 		return fmt.Errorf("fetch %s: %w", c.Image, err)

@@ -8,7 +8,7 @@ import (
 )
 
 const (
-	testDigest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	testDigest  = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 	baseCmdline = "console=ttyS0 quiet kiln.server=http://198.18.0.1:8080 kiln.host=r12-n07 kiln.image=debian-12@2026.11.26 " +
 		"kiln.rootfs=http://198.18.0.1:8080/blobs/sha256/0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef " +
 		"kiln.digest=" + testDigest + " kiln.mac=52:54:00:12:34:56 kiln.token=tok-EN_123="
