@@ -506,30 +506,30 @@ func TestSymlinkedModules(t *testing.T) {
 			if len(res.Modules) != 5 {
 				t.Errorf("packed %d modules, want 5", len(res.Modules))
 			}
-			ks, err := FindKernels(os.DirFS(dir))
+			ks, err := findKernels(os.DirFS(dir))
 			if err != nil || len(ks) != 1 || ks[0].Version != testKver {
-				t.Errorf("FindKernels = %v, %v", ks, err)
+				t.Errorf("findKernels = %v, %v", ks, err)
 			}
 		})
 	}
 }
 
-func TestFindKernels(t *testing.T) {
+func TestFindKernelsHelper(t *testing.T) {
 	dir := t.TempDir()
 	writeTree(t, dir, "lib/modules/"+testKver)
 	mustWrite(t, filepath.Join(dir, "boot", "vmlinuz-4.0.0-nomods"), "k")
 	mustWrite(t, filepath.Join(dir, "lib/modules/3.0.0-a/modules.dep"), "")
 	mustWrite(t, filepath.Join(dir, "boot", "vmlinuz-3.0.0-a"), "k")
 	mustWrite(t, filepath.Join(dir, "boot", "config-3.0.0-a"), "k")
-	got, err := FindKernels(os.DirFS(dir))
+	got, err := findKernels(os.DirFS(dir))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []Kernel{{"3.0.0-a", "boot/vmlinuz-3.0.0-a"}, {testKver, "boot/vmlinuz-" + testKver}}
+	want := []kernel{{"3.0.0-a", "boot/vmlinuz-3.0.0-a"}, {testKver, "boot/vmlinuz-" + testKver}}
 	if !reflect.DeepEqual(got, want) {
-		t.Errorf("FindKernels = %v, want %v", got, want)
+		t.Errorf("findKernels = %v, want %v", got, want)
 	}
-	got, err = FindKernels(os.DirFS(t.TempDir()))
+	got, err = findKernels(os.DirFS(t.TempDir()))
 	if err != nil || len(got) != 0 {
 		t.Errorf("empty root: %v, %v", got, err)
 	}

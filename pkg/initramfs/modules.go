@@ -18,8 +18,13 @@ import (
 // Options.Modules is nil: the NIC drivers common in servers and VMs, the
 // virtio transports, what kiln-init needs to mount the image (loop, squashfs,
 // overlay) and what it needs to find a kiln-state partition (block drivers,
-// ext4). Names absent from an image or built into its kernel are skipped by
-// Build and reported in Result. Each call returns a new slice.
+// ext4). It holds only modules that load (finit_module returns 0) on any
+// x86-64 machine or VM whether or not their hardware is present, since
+// kiln-init loads every packed module: no hypervisor bus drivers (hv_vmbus,
+// xen-netfront) and no CPU-feature modules (crc32c-intel), which fail with
+// ENODEV where they do not apply. Names absent from an image or built into
+// its kernel are skipped by Build and reported in Result. Each call returns
+// a new slice.
 func DefaultModules() []string {
 	return []string{
 		// virtio transports and devices
@@ -28,13 +33,13 @@ func DefaultModules() []string {
 		// NICs: Intel, Broadcom, Mellanox, Realtek, VMware, cloud
 		"e1000", "e1000e", "igb", "igc", "ixgbe", "ixgbevf", "i40e", "iavf", "ice",
 		"bnxt_en", "tg3", "bnx2", "bnx2x", "mlx4_en", "mlx5_core",
-		"r8169", "vmxnet3", "ena", "gve", "hv_netvsc", "xen_netfront",
+		"r8169", "vmxnet3", "ena", "gve",
 		// network plumbing kiln-init's DHCP client uses
 		"af_packet",
 		// image mounting
 		"loop", "squashfs", "overlay",
 		// kiln-state partition
-		"sd_mod", "ahci", "nvme", "ext4", "crc32c_intel", "crc32c_generic",
+		"sd_mod", "ahci", "nvme", "ext4",
 	}
 }
 

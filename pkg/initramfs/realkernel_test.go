@@ -14,20 +14,20 @@ import (
 // testimage` leaves in images/build, and skip when there is none.
 const KernelRootEnv = "KILN_KERNEL_ROOT"
 
-func realKernelRoot(tb testing.TB) (string, Kernel) {
+func realKernelRoot(tb testing.TB) (string, kernel) {
 	tb.Helper()
 	dirs := []string{os.Getenv(KernelRootEnv)}
 	if dirs[0] == "" {
 		dirs, _ = filepath.Glob("../../images/build/testimage-*.rootfs")
 	}
 	for _, d := range dirs {
-		ks, err := FindKernels(os.DirFS(d))
+		ks, err := findKernels(os.DirFS(d))
 		if err == nil && len(ks) > 0 {
 			return d, ks[len(ks)-1]
 		}
 	}
 	tb.Skipf("no real kernel tree: set %s or run `make -C images testimage VERSION=1`", KernelRootEnv)
-	return "", Kernel{}
+	return "", kernel{}
 }
 
 // TestRealKernel builds the default initramfs from a real Debian kernel and
