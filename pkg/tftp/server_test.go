@@ -439,9 +439,11 @@ func TestTwoServesShareLimit(t *testing.T) {
 	defer func() { cancel(); wg.Wait() }()
 	c := newRaw(t)
 	c.send(rq(1, "f", "octet"), addrs[0])
-	if p, _ := c.recv(); p.op() != 3 {
-		t.Fatalf("want DATA, got % x", p)
+	p0, held := c.recv()
+	if p0.op() != 3 {
+		t.Fatalf("want DATA, got % x", p0)
 	}
+	defer c.send(errPkt(0, "done"), held)
 	c2 := newRaw(t)
 	c2.send(rq(1, "f", "octet"), addrs[1])
 	p, _ := c2.recv()
