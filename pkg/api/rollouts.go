@@ -10,18 +10,17 @@ import (
 	"github.com/immutableinfra/kiln/pkg/reimage"
 )
 
-// Rollouts is the rollout engine (implemented by *reimage.Engine) and the
-// store that keeps its progress; nil disables the rollout endpoints (503).
+// Rollouts is the rollout engine (implemented by *reimage.Engine); nil disables the rollout endpoints (503).
 type Rollouts interface {
 	Start(ctx context.Context, req reimage.Request) (fleet.Rollout, error)
 	Refresh(ctx context.Context, req reimage.RefreshRequest) (fleet.Rollout, error)
 	Revert(ctx context.Context, host, to, actor string) (fleet.Rollout, error)
-	Pause(ctx context.Context, id string) error
-	Resume(ctx context.Context, id string) error
-	Cancel(ctx context.Context, id string) error
-	Rollout(ctx context.Context, id string) (fleet.Rollout, error)
-	Rollouts(ctx context.Context) ([]fleet.Rollout, error)
-	RolloutHosts(ctx context.Context, id string) ([]fleet.RolloutHost, error)
+	Pause(ctx context.Context, id, actor string) (fleet.Rollout, error)
+	Resume(ctx context.Context, id, actor string) (fleet.Rollout, error)
+	Cancel(ctx context.Context, id, actor string) (fleet.Rollout, error)
+	Get(ctx context.Context, id string) (fleet.Rollout, error)
+	List(ctx context.Context) ([]fleet.Rollout, error)
+	Hosts(ctx context.Context, id string) ([]fleet.RolloutHost, error)
 }
 
 // RolloutRequest starts a reimage rollout (`kiln reimage`), or with Revert a
@@ -131,7 +130,7 @@ func (s *Server) listRollouts(w http.ResponseWriter, r *http.Request) {
 	if !s.rollouts(w, r) {
 		return
 	}
-	ros, err := s.cfg.Rollouts.Rollouts(r.Context())
+	ros, err := s.cfg.Rollouts.List(r.Context())
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -147,12 +146,12 @@ func (s *Server) getRollout(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("id")
-	ro, err := s.cfg.Rollouts.Rollout(r.Context(), id)
+	ro, err := s.cfg.Rollouts.Get(r.Context(), id)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	hosts, err := s.cfg.Rollouts.RolloutHosts(r.Context(), id)
+	hosts, err := s.cfg.Rollouts.Hosts(r.Context(), id)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -168,11 +167,11 @@ func (s *Server) rolloutAction(w http.ResponseWriter, r *http.Request) {
 	var err error
 	switch a := r.PathValue("action"); a {
 	case "pause":
-		err = s.cfg.Rollouts.Pause(r.Context(), id)
+		_, err = s.cfg.Rollouts.Pause(r.Context(), id, actor(r))
 	case "resume":
-		err = s.cfg.Rollouts.Resume(r.Context(), id)
+		_, err = s.cfg.Rollouts.Resume(r.Context(), id, actor(r))
 	case "cancel":
-		err = s.cfg.Rollouts.Cancel(r.Context(), id)
+		_, err = s.cfg.Rollouts.Cancel(r.Context(), id, actor(r))
 	default:
 		err = fmt.Errorf("%w: rollout action %q (want pause, resume or cancel)", fleet.ErrInvalid, a)
 	}
