@@ -132,22 +132,17 @@ func (s *LinuxSystem) MountImage(p Paths) (err error) {
 			return fmt.Errorf("mkdir %s: %w", d, err)
 		}
 	}
-	dev, err := AttachLoop(p.Rootfs)
+	loop, err := AttachLoop(p.Rootfs)
 	if err != nil {
 		return err
 	}
-	// Autoclear detaches the device once it is unmounted; until the mount
-	// holds it, detach it ourselves on failure.
-	mounted := false
-	defer func() {
-		if !mounted {
-			_ = DetachLoop(dev)
-		}
-	}()
+	dev := loop.Dev
+	// The mount holds the device from here on; closing our handle lets
+	// autoclear detach it once unmounted (or now, if the mount failed).
+	defer loop.Close()
 	if err := unix.Mount(dev, p.Lower, "squashfs", unix.MS_RDONLY|unix.MS_NODEV, ""); err != nil {
 		return fmt.Errorf("mount squashfs %s on %s: %w", dev, p.Lower, err)
 	}
-	mounted = true
 	undo = append(undo, func() { _ = unix.Unmount(p.Lower, unix.MNT_DETACH) })
 	s.log().Info("squashfs mounted", "dev", dev, "target", p.Lower)
 
