@@ -10,6 +10,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -115,7 +117,10 @@ func NewTLSServer(opts Options) *Server {
 		s.st.PowerState = opts.PowerState
 	}
 	s.st.BootTarget, s.st.BootEnabled, s.st.BootMode = "None", "Disabled", "UEFI"
-	s.Server = httptest.NewTLSServer(http.HandlerFunc(s.serve))
+	s.Server = httptest.NewUnstartedServer(http.HandlerFunc(s.serve))
+	// Clients that refuse the self-signed certificate are expected.
+	s.Server.Config.ErrorLog = log.New(io.Discard, "", 0)
+	s.Server.StartTLS()
 	return s
 }
 
@@ -137,8 +142,8 @@ func (s *Server) SetPowerState(p string) {
 	s.st.PowerState = p
 }
 
-// FailNext makes the next n authenticated requests answer with HTTP status
-// code (e.g. 503).
+// FailNext makes the next n authenticated requests (logouts excepted)
+// answer with HTTP status code (e.g. 503).
 func (s *Server) FailNext(n, code int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -173,7 +178,8 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	sessPath, ok := s.sessions[token]
 	fail := 0
-	if ok && s.failNext > 0 {
+	isLogout := r.Method == http.MethodDelete && strings.HasPrefix(path, SessionsPath+"/")
+	if ok && s.failNext > 0 && !isLogout {
 		s.failNext--
 		fail = s.failCode
 	}
