@@ -15,7 +15,7 @@ import (
 
 	"github.com/immutableinfra/kiln/pkg/fleet"
 	"github.com/immutableinfra/kiln/pkg/initramfs"
-	"github.com/immutableinfra/kiln/pkg/internal/testtool"
+	"github.com/immutableinfra/kiln/pkg/testtool"
 	"github.com/immutableinfra/kiln/pkg/store"
 )
 

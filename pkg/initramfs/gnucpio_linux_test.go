@@ -11,7 +11,7 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/immutableinfra/kiln/pkg/internal/testtool"
+	"github.com/immutableinfra/kiln/pkg/testtool"
 )
 
 // TestGNUCpio checks the archive against an independent implementation: GNU

@@ -20,7 +20,7 @@ import (
 	"testing/iotest"
 	"time"
 
-	"github.com/immutableinfra/kiln/pkg/internal/testtool"
+	"github.com/immutableinfra/kiln/pkg/testtool"
 )
 
 // mksquashfs builds an image of src with the given extra options and

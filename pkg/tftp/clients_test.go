@@ -12,7 +12,7 @@ import (
 	"testing"
 
 	"github.com/immutableinfra/kiln/firmware"
-	"github.com/immutableinfra/kiln/pkg/internal/testtool"
+	"github.com/immutableinfra/kiln/pkg/testtool"
 )
 
 // TestAtftp fetches every firmware file with the atftp command-line client
