@@ -70,7 +70,7 @@ type Server struct {
 }
 
 // New validates cfg and builds a server. leases may be nil when cfg.Pool is
-// nil; otherwise its leases are loaded now. log nil discards; reg nil
+// nil or Mode is not reservation; otherwise its leases are loaded now. log nil discards; reg nil
 // registers no metrics.
 func New(cfg Config, hosts Hosts, leases LeaseStore, log *slog.Logger, reg prometheus.Registerer) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
@@ -79,7 +79,7 @@ func New(cfg Config, hosts Hosts, leases LeaseStore, log *slog.Logger, reg prome
 	if hosts == nil {
 		return nil, fmt.Errorf("%w: Hosts is nil", ErrConfig)
 	}
-	if cfg.Pool != nil && leases == nil {
+	if cfg.Pool != nil && leases == nil && (cfg.Mode == "" || cfg.Mode == ModeReservation) {
 		return nil, fmt.Errorf("%w: a Pool needs a LeaseStore", ErrConfig)
 	}
 	if log == nil {
