@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -47,6 +48,14 @@ type RefreshRequest struct {
 	BootTimeout string `json:"boot_timeout,omitempty"`
 	AutoRevert  bool   `json:"auto_revert,omitempty"`
 	Reason      string `json:"reason,omitempty"`
+}
+
+// RefreshResponse is the started rollout, or NothingToDo when every selected
+// host already runs the newest image.
+type RefreshResponse struct {
+	Rollout     *fleet.Rollout `json:"rollout,omitempty"`
+	NothingToDo bool           `json:"nothing_to_do"`
+	Message     string         `json:"message,omitempty"`
 }
 
 // RolloutStatus is a rollout with the progress of each of its hosts.
@@ -119,11 +128,15 @@ func (s *Server) refresh(w http.ResponseWriter, r *http.Request) {
 	}
 	ro, err := s.cfg.Rollouts.Refresh(r.Context(), reimage.RefreshRequest{Selector: req.Selector, Image: req.Image, Batch: batch,
 		MaxFailures: req.MaxFailures, BootTimeout: timeout, AutoRevert: req.AutoRevert, Actor: actor(r), Reason: req.Reason})
+	if errors.Is(err, reimage.ErrNothingToDo) {
+		writeJSON(w, http.StatusOK, RefreshResponse{NothingToDo: true, Message: err.Error()})
+		return
+	}
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, ro)
+	writeJSON(w, http.StatusCreated, RefreshResponse{Rollout: &ro})
 }
 
 func (s *Server) listRollouts(w http.ResponseWriter, r *http.Request) {
@@ -189,9 +202,9 @@ func (c *Client) StartRollout(ctx context.Context, req RolloutRequest) (fleet.Ro
 }
 
 // Refresh starts a refresh rollout of the hosts not on the newest image.
-func (c *Client) Refresh(ctx context.Context, req RefreshRequest) (fleet.Rollout, error) {
-	var ro fleet.Rollout
-	return ro, c.call(ctx, "POST", "/api/v1/refresh", req, &ro)
+func (c *Client) Refresh(ctx context.Context, req RefreshRequest) (RefreshResponse, error) {
+	var res RefreshResponse
+	return res, c.call(ctx, "POST", "/api/v1/refresh", req, &res)
 }
 
 // Rollouts lists rollouts.

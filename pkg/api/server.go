@@ -33,7 +33,7 @@ type Store interface {
 	Reports(ctx context.Context, host string, limit int) ([]fleet.BootReport, error)
 	Image(ctx context.Context, ref string) (fleet.Image, error)
 	ListImages(ctx context.Context) ([]fleet.Image, error)
-	AppendEvent(ctx context.Context, e fleet.Event) error
+	AppendEvents(ctx context.Context, es []fleet.Event) error
 	Events(ctx context.Context, f store.EventFilter) ([]fleet.Event, error)
 	Backup(w io.Writer) (int64, error)
 }
@@ -256,10 +256,12 @@ func (s *Server) createHost(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, created)
 }
 
-func (s *Server) event(r *http.Request, e fleet.Event) {
-	e.Actor = actor(r)
-	if err := s.cfg.Store.AppendEvent(r.Context(), e); err != nil {
-		s.log.Warn("event not recorded", "kind", e.Kind, "err", err)
+func (s *Server) event(r *http.Request, es ...fleet.Event) {
+	for i := range es {
+		es[i].Actor = actor(r)
+	}
+	if err := s.cfg.Store.AppendEvents(r.Context(), es); err != nil {
+		s.log.Warn("events not recorded", "kind", es[0].Kind, "err", err)
 	}
 }
 
@@ -379,9 +381,11 @@ func (s *Server) assign(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	for _, h := range hosts {
-		s.event(r, fleet.Event{Kind: "host.assign", Host: h.Name, Message: "assigned " + h.DesiredImage})
+	evs := make([]fleet.Event, len(hosts))
+	for i, h := range hosts {
+		evs[i] = fleet.Event{Kind: "host.assign", Host: h.Name, Message: "assigned " + h.DesiredImage}
 	}
+	s.event(r, evs...)
 	writeJSON(w, http.StatusOK, hosts)
 }
 

@@ -12,17 +12,28 @@ import (
 // AppendEvent adds e to the event log (Seq and, when zero, Time are set).
 // Concurrent callers share one transaction.
 func (s *Store) AppendEvent(ctx context.Context, e fleet.Event) error {
-	if e.Time.IsZero() {
-		e.Time = s.now().UTC()
-	}
+	return s.AppendEvents(ctx, []fleet.Event{e})
+}
+
+// AppendEvents adds es to the event log in one transaction, in order.
+func (s *Store) AppendEvents(ctx context.Context, es []fleet.Event) error {
+	now := s.now().UTC()
 	return s.db.Batch(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bEvents)
-		seq, err := b.NextSequence()
-		if err != nil {
-			return err
+		for _, e := range es {
+			if e.Time.IsZero() {
+				e.Time = now
+			}
+			seq, err := b.NextSequence()
+			if err != nil {
+				return err
+			}
+			e.Seq = seq
+			if err := putJSON(b, u64(seq), e); err != nil {
+				return err
+			}
 		}
-		e.Seq = seq
-		return putJSON(b, u64(seq), e)
+		return nil
 	})
 }
 
