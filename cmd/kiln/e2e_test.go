@@ -53,8 +53,12 @@ type syncBuffer struct {
 	b  bytes.Buffer
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuffer) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 func freeAddr(t *testing.T) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -154,8 +158,8 @@ func squashfs(t *testing.T, release string) string {
 	mk := testtool.Need(t, "mksquashfs")
 	dir := t.TempDir()
 	files := map[string]string{
-		"boot/vmlinuz-" + kver:                                   "KERNEL",
-		"lib/modules/" + kver + "/modules.dep":                   "kernel/fs/squashfs/squashfs.ko:\n",
+		"boot/vmlinuz-" + kver:                                    "KERNEL",
+		"lib/modules/" + kver + "/modules.dep":                    "kernel/fs/squashfs/squashfs.ko:\n",
 		"lib/modules/" + kver + "/kernel/fs/squashfs/squashfs.ko": "\x7fELF",
 		"etc/kiln-release":                                        release,
 		"var/filler":                                              strings.Repeat(release, 200000),

@@ -340,4 +340,3 @@ func kilnInit(path string) func() ([]byte, error) {
 		return b, nil
 	}
 }
-
