@@ -64,11 +64,14 @@ func (f *fakeHosts) RecordBootMode(_ context.Context, host, mode string) error {
 type memLeases struct {
 	mu     sync.Mutex
 	leases map[netip.Addr]fleet.Lease
+	byMAC  map[string]netip.Addr
 	fail   bool
 	puts   int
 }
 
-func newMemLeases() *memLeases { return &memLeases{leases: map[netip.Addr]fleet.Lease{}} }
+func newMemLeases() *memLeases {
+	return &memLeases{leases: map[netip.Addr]fleet.Lease{}, byMAC: map[string]netip.Addr{}}
+}
 
 func (m *memLeases) Leases(context.Context) ([]fleet.Lease, error) {
 	m.mu.Lock()
@@ -88,12 +91,14 @@ func (m *memLeases) PutLease(_ context.Context, l fleet.Lease) error {
 		return errors.New("fsync failed")
 	}
 	m.puts++
+	if old, ok := m.leases[l.IP]; ok && old.MAC != "" && m.byMAC[old.MAC] == l.IP {
+		delete(m.byMAC, old.MAC)
+	}
 	if l.MAC != "" {
-		for ip, o := range m.leases {
-			if o.MAC == l.MAC && ip != l.IP {
-				delete(m.leases, ip)
-			}
+		if ip, ok := m.byMAC[l.MAC]; ok && ip != l.IP {
+			delete(m.leases, ip)
 		}
+		m.byMAC[l.MAC] = l.IP
 	}
 	m.leases[l.IP] = l
 	return nil
@@ -104,6 +109,9 @@ func (m *memLeases) DeleteLease(_ context.Context, ip netip.Addr) error {
 	defer m.mu.Unlock()
 	if m.fail {
 		return errors.New("fsync failed")
+	}
+	if old, ok := m.leases[ip]; ok && m.byMAC[old.MAC] == ip {
+		delete(m.byMAC, old.MAC)
 	}
 	delete(m.leases, ip)
 	return nil
