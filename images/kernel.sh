@@ -17,6 +17,9 @@ here=$(cd "$(dirname "$0")" && pwd)
 cache=${1:-$here/build/cache}
 mkdir -p "$cache"
 cache=$(cd "$cache" && pwd)
+# A go.mod makes the build tree its own (empty) module, so `go ... ./...` in
+# the kiln module never walks the unpacked packages and image trees.
+[ -e "$here/build/go.mod" ] || { mkdir -p "$here/build" && echo "module kiln-images-build" >"$here/build/go.mod"; }
 
 log() { echo "kernel.sh: $*" >&2; }
 

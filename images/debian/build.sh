@@ -47,6 +47,8 @@ security=${SECURITY-$(discover bookworm-security)}
 log "mirror $mirror${security:+, security $security}"
 
 mkdir -p "$(dirname "$out")"
+# See kernel.sh: keep image trees out of the kiln module's ./... patterns.
+[ -e "$(dirname "$out")/go.mod" ] || echo "module kiln-images-build" >"$(dirname "$out")/go.mod"
 root=${out%.squashfs}.rootfs
 
 cleanup() {
@@ -74,8 +76,6 @@ mount --bind /dev "$root/dev"
 mount --bind /dev/pts "$root/dev/pts"
 mount -t tmpfs tmpfs "$root/run"
 
-# No initrd inside the image: kilnd builds the netboot initramfs itself.
-mkdir -p "$root/etc/initramfs-tools"
 in_root() { chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive LC_ALL=C "$@"; }
 log "installing packages"
 in_root apt-get update -q >&2
@@ -134,7 +134,8 @@ CMD
 log "cleaning"
 in_root apt-get clean >&2
 rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/var/log/*.log \
-	"$root"/var/log/apt/* "$root"/tmp/* "$root"/var/tmp/* "$root"/boot/initrd.img*
+	"$root"/var/log/apt/* "$root"/tmp/* "$root"/var/tmp/* \
+	"$root"/boot/initrd.img* # kilnd builds the netboot initramfs itself
 cleanup
 trap - EXIT
 
