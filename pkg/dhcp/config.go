@@ -77,11 +77,16 @@ type Config struct {
 	// is served. nil means BIOSFile and EFIx64 are and ARM64EFI is not. It is
 	// called per boot decision and must be safe for concurrent use.
 	Firmware func(name string) bool
-	// Workers bounds concurrent packet handling; packets beyond Workers plus
-	// a queue of the same size are dropped and counted. Zero means 64 per
-	// CPU: handlers mostly wait on the lease store's fsync, and more waiting
-	// handlers means larger shared write batches.
+	// Workers bounds concurrent packet handling (parse, host lookup,
+	// decision); Serve queues up to 64 packets per worker and drops and
+	// counts the rest. Zero means 4 per CPU.
 	Workers int
+	// PendingACKs bounds the ACKs waiting for their lease to become durable.
+	// Workers hand an ACK over and move on, so a slow fsync never delays
+	// DISCOVERs, and all pending leases share the store's write batches.
+	// REQUESTs beyond the bound are dropped (clients retransmit). Zero means
+	// 4096.
+	PendingACKs int
 	// OfferHold is how long an offered address stays reserved for the
 	// client; zero means 30s.
 	OfferHold time.Duration
@@ -111,7 +116,10 @@ func (c *Config) withDefaults() Config {
 		d.Firmware = func(name string) bool { return name == BIOSFile || name == EFIx64 }
 	}
 	if d.Workers == 0 {
-		d.Workers = 64 * runtime.GOMAXPROCS(0)
+		d.Workers = 4 * runtime.GOMAXPROCS(0)
+	}
+	if d.PendingACKs == 0 {
+		d.PendingACKs = 4096
 	}
 	if d.OfferHold == 0 {
 		d.OfferHold = 30 * time.Second
@@ -156,6 +164,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Workers < 0 {
 		return bad("Workers %d is negative", c.Workers)
+	}
+	if c.PendingACKs < 0 {
+		return bad("PendingACKs %d is negative", c.PendingACKs)
 	}
 	if c.OfferHold < 0 {
 		return bad("OfferHold %s is negative", c.OfferHold)

@@ -10,9 +10,14 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// rcvBuf is the socket receive buffer ListenInterface asks for.
+const rcvBuf = 4 << 20
+
 // ListenInterface opens a UDP socket on 0.0.0.0:port bound to the network
 // interface ifname (SO_BINDTODEVICE), with SO_BROADCAST so that replies to
-// 255.255.255.255 leave through that interface, and SO_REUSEADDR. It needs
+// 255.255.255.255 leave through that interface, SO_REUSEADDR, and a 4 MiB
+// receive buffer (SO_RCVBUFFORCE when permitted, else SO_RCVBUF up to the
+// system's rmem_max). It needs
 // CAP_NET_RAW (for the device binding) and, for port 67, CAP_NET_BIND_SERVICE.
 func ListenInterface(ifname string, port int) (net.PacketConn, error) {
 	if ifname == "" {
@@ -26,6 +31,11 @@ func ListenInterface(ifname string, port int) (net.PacketConn, error) {
 			}
 			if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_BROADCAST, 1); serr != nil {
 				return
+			}
+			// A deep receive buffer absorbs bursts (a rack powering on)
+			// while handlers catch up; FORCE needs CAP_NET_ADMIN.
+			if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, rcvBuf) != nil {
+				unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, rcvBuf)
 			}
 			serr = unix.BindToDevice(int(fd), ifname)
 		})

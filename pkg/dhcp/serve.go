@@ -24,22 +24,24 @@ type packet struct {
 
 // Serve reads requests from conn (bound to port 67, or 4011 for proxyDHCP
 // boot-server requests) and answers them until ctx is cancelled, then waits
-// for in-flight handlers and returns nil. Up to Config.Workers packets are
-// handled at once and as many more are queued; further packets are dropped
-// and counted. A packet that does not parse is counted and dropped. Serve
-// does not close conn; only a read error other than the cancellation ends it
-// early, with that error.
+// for in-flight handlers and returns nil. Config.Workers goroutines handle
+// packets from a queue of 64 per worker; packets that find the queue full
+// are dropped and counted. An ACK is written by one of at most
+// Config.PendingACKs goroutines once its lease is durable. A packet that
+// does not parse is counted and dropped. Serve does not close conn; only a
+// read error other than the cancellation ends it early, with that error.
 func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 	workers := s.cfg.Workers
-	queue := make(chan packet, workers)
+	queue := make(chan packet, 64*workers)
 	bufs := sync.Pool{New: func() any { return new([maxPacket]byte) }}
-	var wg sync.WaitGroup
+	var wg, commits sync.WaitGroup
+	slots := make(chan struct{}, s.cfg.PendingACKs)
 	for range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for p := range queue {
-				s.serveOne(ctx, conn, p)
+				s.serveOne(ctx, conn, p, slots, &commits)
 				bufs.Put(p.buf)
 			}
 		}()
@@ -66,10 +68,11 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 	}
 	close(queue)
 	wg.Wait()
+	commits.Wait()
 	return rerr
 }
 
-func (s *Server) serveOne(ctx context.Context, conn net.PacketConn, p packet) {
+func (s *Server) serveOne(ctx context.Context, conn net.PacketConn, p packet, slots chan struct{}, commits *sync.WaitGroup) {
 	defer func() {
 		// Handle is fuzzed never to panic; this keeps a daemon alive if a
 		// future bug slips through, and counts it.
@@ -87,13 +90,40 @@ func (s *Server) serveOne(ctx context.Context, conn net.PacketConn, p packet) {
 		}
 		return
 	}
-	resp, outcome, err := s.handle(ctx, req)
-	typ := msgType(req)
+	var pend pending
+	resp, outcome, err := s.handle(ctx, req, &pend)
 	if err != nil {
 		s.log.Error("dhcp: request not answered", "mac", req.ClientHWAddr.String(), "xid", req.TransactionID.String(), "err", err)
 	}
+	if pend.lease.IP.IsValid() {
+		// The ACK waits for its lease to be durable, off the worker.
+		select {
+		case slots <- struct{}{}:
+		default:
+			s.pool.commit(pend.off, pend.lease.MAC, "", "", false)
+			s.m.dropped.WithLabelValues("pending_acks").Inc()
+			s.m.packets.WithLabelValues(msgType(req), "dropped").Inc()
+			return
+		}
+		commits.Add(1)
+		go func() {
+			defer func() { <-slots; commits.Done() }()
+			if err := s.persist(ctx, &pend); err != nil {
+				s.log.Error("dhcp: request not answered", "mac", req.ClientHWAddr.String(), "xid", req.TransactionID.String(), "err", err)
+				s.finish(conn, req, nil, "error", p.from, start)
+				return
+			}
+			s.finish(conn, req, resp, outcome, p.from, start)
+		}()
+		return
+	}
+	s.finish(conn, req, resp, outcome, p.from, start)
+}
+
+// finish sends resp (if any) and counts the request.
+func (s *Server) finish(conn net.PacketConn, req, resp *dhcpv4.DHCPv4, outcome string, from net.Addr, start time.Time) {
 	if resp != nil {
-		if _, werr := conn.WriteTo(resp.ToBytes(), destination(req, resp, p.from)); werr != nil {
+		if _, werr := conn.WriteTo(resp.ToBytes(), destination(req, resp, from)); werr != nil {
 			s.m.dropped.WithLabelValues("write").Inc()
 			if !errors.Is(werr, net.ErrClosed) {
 				s.log.Warn("dhcp: write reply", "mac", req.ClientHWAddr.String(), "err", werr)
@@ -101,7 +131,7 @@ func (s *Server) serveOne(ctx context.Context, conn net.PacketConn, p packet) {
 			outcome = "write_error"
 		}
 	}
-	s.m.packets.WithLabelValues(typ, outcome).Inc()
+	s.m.packets.WithLabelValues(msgType(req), outcome).Inc()
 	s.m.duration.Observe(time.Since(start).Seconds())
 }
 
@@ -156,7 +186,7 @@ func newMetrics(reg prometheus.Registerer, s *Server) (*metrics, error) {
 		}, []string{"kind"}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kiln_dhcp_dropped_total",
-			Help: "Packets dropped before or after handling, by reason (parse, overload, write, panic).",
+			Help: "Packets dropped before or after handling, by reason (parse, overload, pending_acks, write, panic).",
 		}, []string{"reason"}),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "kiln_dhcp_handle_duration_seconds",

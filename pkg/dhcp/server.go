@@ -120,12 +120,30 @@ func New(cfg Config, hosts Hosts, leases LeaseStore, log *slog.Logger, reg prome
 // concurrent use. The returned error (store or host lookup failure) means
 // the request was not answered.
 func (s *Server) Handle(ctx context.Context, req *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, error) {
-	resp, _, err := s.handle(ctx, req)
+	resp, _, err := s.handle(ctx, req, nil)
 	return resp, err
 }
 
-// handle also returns the outcome label.
-func (s *Server) handle(ctx context.Context, req *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, string, error) {
+// pending is an ACK whose lease is not yet durable.
+type pending struct {
+	off   uint32
+	lease fleet.Lease
+}
+
+// persist makes a pending lease durable and binds it, or frees the address.
+func (s *Server) persist(ctx context.Context, p *pending) error {
+	if err := s.store.PutLease(ctx, p.lease); err != nil {
+		s.pool.commit(p.off, p.lease.MAC, "", "", false)
+		return fmt.Errorf("dhcp: lease %s for %s: %w: %w", p.lease.IP, p.lease.MAC, ErrLeaseStore, err)
+	}
+	s.pool.commit(p.off, p.lease.MAC, p.lease.Host, p.lease.Hostname, true)
+	return nil
+}
+
+// handle also returns the outcome label. With pend nil an ACK's lease is
+// persisted before handle returns; otherwise it is left in *pend (pend.lease
+// valid) for the caller to persist before sending the reply.
+func (s *Server) handle(ctx context.Context, req *dhcpv4.DHCPv4, pend *pending) (*dhcpv4.DHCPv4, string, error) {
 	if req == nil || req.OpCode != dhcpv4.OpcodeBootRequest || req.HWType != 1 || len(req.ClientHWAddr) != 6 {
 		return nil, "ignored", nil
 	}
@@ -168,7 +186,7 @@ func (s *Server) handle(ctx context.Context, req *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4
 	if known && host.IP.IsValid() {
 		resp, outcome = s.fixed(req, mt, host)
 	} else {
-		resp, outcome, err = s.fromPool(ctx, req, mt, mac, host)
+		resp, outcome, err = s.fromPool(ctx, req, mt, mac, host, pend)
 		if err != nil {
 			return nil, outcome, err
 		}
@@ -224,7 +242,7 @@ func (s *Server) fixed(req *dhcpv4.DHCPv4, mt dhcpv4.MessageType, host fleet.Hos
 }
 
 // fromPool answers from the pool.
-func (s *Server) fromPool(ctx context.Context, req *dhcpv4.DHCPv4, mt dhcpv4.MessageType, mac string, host fleet.Host) (*dhcpv4.DHCPv4, string, error) {
+func (s *Server) fromPool(ctx context.Context, req *dhcpv4.DHCPv4, mt dhcpv4.MessageType, mac string, host fleet.Host, pend *pending) (*dhcpv4.DHCPv4, string, error) {
 	if s.pool == nil {
 		return nil, "no_pool", nil
 	}
@@ -258,11 +276,11 @@ func (s *Server) fromPool(ctx context.Context, req *dhcpv4.DHCPv4, mt dhcpv4.Mes
 		}
 		l := s.pool.lease(off)
 		l.Host, l.Hostname = host.Name, req.HostName()
-		if err := s.store.PutLease(ctx, l); err != nil {
-			s.pool.commit(off, mac, "", "", false)
-			return nil, "error", fmt.Errorf("dhcp: lease %s for %s: %w: %w", ip, mac, ErrLeaseStore, err)
+		if pend != nil {
+			*pend = pending{off: off, lease: l}
+		} else if err := s.persist(ctx, &pending{off: off, lease: l}); err != nil {
+			return nil, "error", err
 		}
-		s.pool.commit(off, mac, l.Host, l.Hostname, true)
 		resp := s.reply(req, dhcpv4.MessageTypeAck)
 		resp.YourIPAddr = net.IP(ip.AsSlice())
 		s.poolOpts(resp)

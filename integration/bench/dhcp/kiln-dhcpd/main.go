@@ -13,8 +13,10 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -24,6 +26,27 @@ import (
 	"github.com/immutableinfra/kiln/pkg/fleet"
 	"github.com/immutableinfra/kiln/pkg/store"
 )
+
+// timedLeases measures the lease store as the server sees it.
+type timedLeases struct {
+	*store.Store
+	n, ns, max atomic.Int64
+}
+
+func (t *timedLeases) PutLease(ctx context.Context, l fleet.Lease) error {
+	start := time.Now()
+	err := t.Store.PutLease(ctx, l)
+	d := time.Since(start).Nanoseconds()
+	t.n.Add(1)
+	t.ns.Add(d)
+	for {
+		m := t.max.Load()
+		if d <= m || t.max.CompareAndSwap(m, d) {
+			break
+		}
+	}
+	return err
+}
 
 // emptyFleet knows no host.
 type emptyFleet struct{}
@@ -40,14 +63,24 @@ func main() {
 	rng := flag.String("dhcp-range", "", "pool START-END")
 	db := flag.String("db", "", "bbolt file")
 	workers := flag.Int("workers", 0, "concurrent handlers (0 = default)")
+	nosync := flag.Bool("nosync", false, "diagnosis only: skip fsync (a crash loses leases)")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run here")
 	flag.Parse()
-	if err := run(*iface, *serverIP, *subnet, *rng, *db, *workers); err != nil {
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err == nil {
+			pprof.StartCPUProfile(f)
+			defer pprof.StopCPUProfile()
+		}
+	}
+	if err := run(*iface, *serverIP, *subnet, *rng, *db, *workers, *nosync); err != nil {
 		fmt.Fprintln(os.Stderr, "kiln-dhcpd:", err)
+		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
 }
 
-func run(iface, serverIP, subnet, rng, db string, workers int) error {
+func run(iface, serverIP, subnet, rng, db string, workers int, nosync bool) error {
 	start, end, ok := strings.Cut(rng, "-")
 	if !ok {
 		return fmt.Errorf("--dhcp-range %q is not START-END", rng)
@@ -69,14 +102,15 @@ func run(iface, serverIP, subnet, rng, db string, workers int) error {
 		return fmt.Errorf("--dhcp-range: %w", err)
 	}
 	cfg.Pool = p
-	st, err := store.Open(db, store.Options{})
+	st, err := store.Open(db, store.Options{NoSync: nosync})
 	if err != nil {
 		return err
 	}
 	defer st.Close()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	reg := prometheus.NewRegistry()
-	srv, err := dhcp.New(cfg, emptyFleet{}, st, log, reg)
+	tl := &timedLeases{Store: st}
+	srv, err := dhcp.New(cfg, emptyFleet{}, tl, log, reg)
 	if err != nil {
 		return err
 	}
@@ -91,6 +125,9 @@ func run(iface, serverIP, subnet, rng, db string, workers int) error {
 	t0 := time.Now()
 	err = srv.Serve(ctx, conn)
 	dumpMetrics(reg, time.Since(t0))
+	if n := tl.n.Load(); n > 0 {
+		fmt.Fprintf(os.Stderr, "kiln-dhcpd: PutLease n=%d mean=%s max=%s\n", n, time.Duration(tl.ns.Load()/n), time.Duration(tl.max.Load()))
+	}
 	return err
 }
 
