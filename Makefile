@@ -28,17 +28,32 @@ run: build ## Run kilnd on a local data dir (.work/kiln), API on 127.0.0.1:8080
 	$(BIN)/kilnd --data-dir $(DATA_DIR) --api-listen $(API_LISTEN)
 
 .PHONY: lint
-lint: ## go vet and a gofmt check
+lint: build ## go vet, a gofmt check and systemd-analyze verify of the units
 	$(GO) vet ./...
 	$(GO) vet -tags integration ./integration/...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	systemd/verify.sh $(BIN)
+
+PREFIX  ?= /usr/local
+UNITDIR ?= /etc/systemd/system
+
+.PHONY: install
+install: build ## Install binaries into PREFIX/bin and the systemd units (kilnd, nightly refresh)
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(UNITDIR) $(DESTDIR)/etc/kiln
+	install -m 0755 $(BIN)/kilnd $(BIN)/kiln $(BIN)/kiln-init $(DESTDIR)$(PREFIX)/bin/
+	sed 's#/usr/local/bin/#$(PREFIX)/bin/#g' systemd/kilnd.service > $(DESTDIR)$(UNITDIR)/kilnd.service
+	sed 's#/usr/local/bin/#$(PREFIX)/bin/#g' systemd/kiln-refresh.service > $(DESTDIR)$(UNITDIR)/kiln-refresh.service
+	install -m 0644 systemd/kiln-refresh.timer $(DESTDIR)$(UNITDIR)/
+	test -e $(DESTDIR)/etc/kiln/kilnd.env || install -m 0644 systemd/kilnd.env $(DESTDIR)/etc/kiln/
+	test -e $(DESTDIR)/etc/kiln/refresh.env || install -m 0644 systemd/refresh.env $(DESTDIR)/etc/kiln/
+	@echo "installed; now: systemctl daemon-reload && systemctl enable --now kilnd kiln-refresh.timer"
 
 .PHONY: deps
 deps: ## Install the Debian packages the tests need (only what is missing)
 	integration/deps.sh test
 
 .PHONY: test
-test: deps lint build ## Install what the tests need, then run every test: unit, fuzz (bounded), integration
+test: deps lint ## Install what the tests need, then run every test: unit, fuzz (bounded), integration
 	KILN_REQUIRE_TOOLS=1 $(GO) test -race -timeout 20m ./...
 	$(MAKE) --no-print-directory fuzz
 	$(MAKE) --no-print-directory integration
@@ -59,6 +74,20 @@ integration: build
 	@mkdir -p .work
 	KILN_REQUIRE_TOOLS=1 KILN_BIN=$(BIN) $(GO) test -tags integration -count=1 -timeout $(IT_TIMEOUT) -run '$(IT_RUN)' -v ./integration/... 2>&1 | \
 		tee $(CURDIR)/.work/integration.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go:' ; exit $${PIPESTATUS[0]}
+
+LAB_HOSTS ?= 3
+
+.PHONY: lab
+lab: ## A virtual rack: kilnd + LAB_HOSTS QEMU hosts with ipmi_sim BMCs, reimaged and reverted (root)
+	@if [ "$$(id -u)" != 0 ]; then echo "make lab needs root (network namespaces, taps, QEMU)"; exit 1; fi
+	integration/deps.sh lab
+	$(MAKE) --no-print-directory build images
+	$(GO) run ./integration/kiln-lab up -bin $(BIN) -dir $(CURDIR)/lab -hosts $(LAB_HOSTS)
+
+.PHONY: lab-down
+lab-down: ## Remove every namespace, process and file of the lab
+	@if [ "$$(id -u)" != 0 ]; then echo "make lab-down needs root"; exit 1; fi
+	$(GO) run ./integration/kiln-lab down -dir $(CURDIR)/lab
 
 .PHONY: images
 images: ## Build the test image (two versions) under images/build

@@ -5,8 +5,8 @@
 set -euo pipefail
 
 declare -A sets=(
-  [test]="squashfs-tools cpio busybox-static kmod zstd iproute2 curl atftp ipmitool openipmi qemu-system-x86 qemu-utils ovmf ipxe"
-  [lab]="squashfs-tools cpio busybox-static kmod iproute2 ipmitool openipmi qemu-system-x86 qemu-utils ovmf ipxe"
+  [test]="systemd squashfs-tools cpio busybox-static kmod zstd iproute2 curl socat atftp ipmitool openipmi qemu-system-x86 qemu-utils ovmf ipxe"
+  [lab]="squashfs-tools cpio busybox-static kmod iproute2 curl socat ipmitool openipmi qemu-system-x86 qemu-utils ovmf ipxe"
   [bench]="kea-admin kea-dhcp4-server dnsmasq-base nginx-light atftp tftpd-hpa wrk curl"
   [debian]="debootstrap squashfs-tools zstd"
 )
