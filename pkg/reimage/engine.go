@@ -447,8 +447,23 @@ func (e *Engine) snapshotLocked(rn *run, withHosts bool) fleet.Rollout {
 	return r
 }
 
-// Get returns rollout id with its Hosts and live Counts.
+// loaded waits until Run has loaded the unfinished rollouts (or ctx ends),
+// so that reads before that see live state rather than stale headers.
+func (e *Engine) loaded(ctx context.Context) error {
+	select {
+	case <-e.ready:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Get returns rollout id with its Hosts and live Counts. Like every read
+// method it first waits for Run to have loaded the stored rollouts.
 func (e *Engine) Get(ctx context.Context, id string) (fleet.Rollout, error) {
+	if err := e.loaded(ctx); err != nil {
+		return fleet.Rollout{}, err
+	}
 	e.mu.Lock()
 	if rn := e.runs[id]; rn != nil {
 		r := e.snapshotLocked(rn, true)
@@ -465,6 +480,9 @@ func (e *Engine) Get(ctx context.Context, id string) (fleet.Rollout, error) {
 
 // Hosts returns the live progress of every host of rollout id, in order.
 func (e *Engine) Hosts(ctx context.Context, id string) ([]fleet.RolloutHost, error) {
+	if err := e.loaded(ctx); err != nil {
+		return nil, err
+	}
 	e.mu.Lock()
 	if rn := e.runs[id]; rn != nil {
 		hs := slices.Clone(rn.hosts)
@@ -482,6 +500,9 @@ func (e *Engine) Hosts(ctx context.Context, id string) ([]fleet.RolloutHost, err
 // List returns every rollout, oldest first, with live Counts for active ones
 // and without Hosts.
 func (e *Engine) List(ctx context.Context) ([]fleet.Rollout, error) {
+	if err := e.loaded(ctx); err != nil {
+		return nil, err
+	}
 	all, err := e.st.Rollouts(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("reimage: %w", err)
@@ -499,6 +520,9 @@ func (e *Engine) List(ctx context.Context) ([]fleet.Rollout, error) {
 // Wait blocks until rollout id is finished (no host in flight) or ctx is
 // done, and returns it. A rollout that is not active returns at once.
 func (e *Engine) Wait(ctx context.Context, id string) (fleet.Rollout, error) {
+	if err := e.loaded(ctx); err != nil {
+		return fleet.Rollout{}, err
+	}
 	e.mu.Lock()
 	rn := e.runs[id]
 	e.mu.Unlock()
