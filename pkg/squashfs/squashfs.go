@@ -237,11 +237,19 @@ func Open(r io.ReaderAt, size int64) (*FS, error) {
 	f.dirs = newLRU[[]dirent](32)
 	var opts []byte
 	if sb.flags&flagCompressorOptions != 0 {
-		mb, err := f.metaBlock(superblockSize, sb.inodeTable)
+		h, err := f.readAt(superblockSize, 2)
 		if err != nil {
 			return nil, fmt.Errorf("compressor options: %w", err)
 		}
-		opts = mb.data
+		word := binary.LittleEndian.Uint16(h)
+		n := uint64(word & 0x7FFF)
+		// Writers store the options uncompressed; none needs more than 64 bytes.
+		if word&0x8000 == 0 || n == 0 || n > 64 || superblockSize+2+n > sb.inodeTable {
+			return nil, fmt.Errorf("%w: bad compressor options header %#x", ErrCorrupt, word)
+		}
+		if opts, err = f.readAt(superblockSize+2, int(n)); err != nil {
+			return nil, fmt.Errorf("compressor options: %w", err)
+		}
 	}
 	dec, err := newDecompressor(Compression(sb.comp), opts, int(sb.blockSize))
 	if err != nil {
