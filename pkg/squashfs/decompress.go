@@ -271,8 +271,12 @@ func (lz4Decompressor) decompress(dst, src []byte) ([]byte, error) {
 			return nil, errTooLarge
 		}
 		start := len(out) - off
-		for k := 0; k < ml; k++ {
-			out = append(out, out[start+k])
+		if off >= ml {
+			out = append(out, out[start:start+ml]...)
+		} else {
+			for k := 0; k < ml; k++ {
+				out = append(out, out[start+k])
+			}
 		}
 	}
 	return nil, errLZ4

@@ -24,6 +24,7 @@ const maxSymlink = 4096
 type inode struct {
 	ref   uint64
 	typ   uint8 // basic type
+	ext   bool  // stored as an extended inode
 	perm  uint16
 	uid   uint32
 	gid   uint32
@@ -112,6 +113,7 @@ func (f *FS) inode(ref uint64) (*inode, error) {
 		return nil, fmt.Errorf("%w: inode %#x has unknown type %d", ErrCorrupt, ref, t)
 	}
 	ext := t > 7
+	in.ext = ext
 	in.typ = uint8(t)
 	if ext {
 		in.typ -= 7

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"testing/fstest"
@@ -648,4 +649,107 @@ func BenchmarkRead64MiB(b *testing.B) {
 			}
 		})
 	}
+}
+
+// countingReader records the reads made through it.
+type countingReader struct {
+	r       io.ReaderAt
+	mu      sync.Mutex
+	total   int64
+	largest int
+}
+
+func (c *countingReader) ReadAt(p []byte, off int64) (int, error) {
+	c.mu.Lock()
+	c.total += int64(len(p))
+	c.largest = max(c.largest, len(p))
+	c.mu.Unlock()
+	return c.r.ReadAt(p, off)
+}
+
+// TestReadsOnDemand reads a 10 MiB file and checks that the reader never
+// asked for more than a block at a time, nor for much more than the file.
+func TestReadsOnDemand(t *testing.T) {
+	testtool.Need(t, "mksquashfs")
+	src := t.TempDir()
+	want := payload(5, 10<<20)
+	os.WriteFile(filepath.Join(src, "ten"), want, 0o644)
+	os.WriteFile(filepath.Join(src, "other"), payload(6, 30<<20), 0o644)
+	img := mksquashfs(t, src, "-comp", "zstd")
+	fh, err := os.Open(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	st, _ := fh.Stat()
+	cr := &countingReader{r: fh}
+	fsys, err := Open(cr, st.Size())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := fs.ReadFile(fsys, "ten")
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("ReadFile: %d bytes, %v", len(got), err)
+	}
+	if cr.largest > 128<<10 {
+		t.Errorf("largest single read %d bytes, more than a block", cr.largest)
+	}
+	if cr.total > int64(len(want))+1<<20 || cr.total*3 > st.Size() {
+		t.Errorf("read %d bytes of a %d byte image for a %d byte file", cr.total, st.Size(), len(want))
+	}
+}
+
+// TestImageStructure checks that the test images really contain the
+// structures the other tests claim to cover.
+func TestImageStructure(t *testing.T) {
+	testtool.Need(t, "mksquashfs")
+	root := buildTree(t)
+	inodeOf := func(t *testing.T, fsys *FS, name string) *inode {
+		t.Helper()
+		in, _, err := fsys.resolve(name, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return in
+	}
+	t.Run("default", func(t *testing.T) {
+		fsys := openImage(t, mksquashfs(t, root))
+		sp := inodeOf(t, fsys, "sparse")
+		f := newFile(fsys, "sparse", fileInfo{in: sp})
+		sparse := 0
+		for i := range int64(sp.nblocks) {
+			if _, w, err := f.locate(i); err != nil {
+				t.Fatal(err)
+			} else if w == 0 {
+				sparse++
+			}
+		}
+		if sparse < 3 || !sp.ext {
+			t.Errorf("sparse file: %d sparse blocks of %d, extended inode %v", sparse, sp.nblocks, sp.ext)
+		}
+		if big := inodeOf(t, fsys, "bigdir"); !big.ext || big.dirSize < 2*metaBlockSize {
+			t.Errorf("bigdir: extended %v, listing %d bytes", big.ext, big.dirSize)
+		}
+		if hl := inodeOf(t, fsys, "hardlink"); hl.nlink != 2 || !hl.ext {
+			t.Errorf("hardlink: nlink %d, extended %v", hl.nlink, hl.ext)
+		}
+		if in := inodeOf(t, fsys, "hello.txt"); in.frag == noFragment {
+			t.Error("hello.txt is not in a fragment")
+		}
+		if in := inodeOf(t, fsys, "multi-block"); in.frag != noFragment || in.nblocks != 6 {
+			t.Errorf("multi-block: fragment %d, %d blocks", in.frag, in.nblocks)
+		}
+	})
+	t.Run("always-use-fragments", func(t *testing.T) {
+		fsys := openImage(t, mksquashfs(t, root, "-always-use-fragments"))
+		if in := inodeOf(t, fsys, "multi-block"); in.frag == noFragment || in.nblocks != 5 {
+			t.Errorf("multi-block: fragment %d, %d blocks", in.frag, in.nblocks)
+		}
+	})
+	t.Run("no-fragments", func(t *testing.T) {
+		fsys := openImage(t, mksquashfs(t, root, "-no-fragments"))
+		if fsys.Info().Fragments != 0 {
+			t.Errorf("%d fragments", fsys.Info().Fragments)
+		}
+	})
 }
