@@ -249,11 +249,17 @@ func (f *Fake) record(c Call) {
 // do applies the failure switches, then fn under the lock, and records c.
 func (f *Fake) do(ctx context.Context, t Target, c Call, fn func(*fakeHost)) error {
 	c.Host = t.Host
+	var ep Endpoint
 	wrap := func(err error) error {
-		return &Error{Host: t.Host, Op: c.Op, Err: err}
+		e := &Error{Host: t.Host, Op: c.Op, Err: err}
+		if ep.Driver != "" {
+			e.Driver, e.BMC = ep.Driver, ep.Addr()
+		}
+		return e
 	}
 	if t.URL != "" {
-		if _, err := ParseURL(t.URL); err != nil {
+		var err error
+		if ep, err = ParseURL(t.URL); err != nil {
 			c.Err = wrap(err)
 			f.record(c)
 			return c.Err

@@ -1,6 +1,7 @@
 package bmc
 
 import (
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
@@ -153,6 +154,16 @@ func (t Target) String() string {
 // that a Target printed by accident cannot leak the password.
 func (t Target) Format(f fmt.State, _ rune) {
 	_, _ = f.Write([]byte(t.String()))
+}
+
+// MarshalJSON encodes Host, URL (redacted, see String) and InsecureTLS; the
+// password is never encoded.
+func (t Target) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		Host        string
+		URL         string
+		InsecureTLS bool
+	}{t.Host, redactURL(t.URL), t.InsecureTLS})
 }
 
 // LogValue implements slog.LogValuer: a group with host and bmc, never the
