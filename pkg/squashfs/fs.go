@@ -107,6 +107,15 @@ func (f *FS) resolve(name string, followLast bool) (*inode, string, error) {
 		if len(stack) > maxDepth {
 			return nil, "", fmt.Errorf("%w: path deeper than %d components", ErrCorrupt, maxDepth)
 		}
+		if in.typ == typeDir {
+			// A directory that is its own ancestor exists only in a
+			// corrupt image; refusing it keeps walks finite.
+			for _, fr := range stack {
+				if fr.in.ref == in.ref {
+					return nil, "", fmt.Errorf("%w: directory loop at %q", ErrCorrupt, c)
+				}
+			}
+		}
 		stack = append(stack, frame{in: in, name: c})
 	}
 	if len(stack) == 1 {

@@ -753,3 +753,77 @@ func TestImageStructure(t *testing.T) {
 		}
 	})
 }
+
+// TestConcurrentReads reads files of one FS from several goroutines (run
+// with -race to check the caches' locking).
+func TestConcurrentReads(t *testing.T) {
+	testtool.Need(t, "mksquashfs")
+	root := buildTree(t)
+	for _, comp := range []string{"gzip", "zstd", "xz"} {
+		t.Run(comp, func(t *testing.T) {
+			fsys := openImage(t, mksquashfs(t, root, "-comp", comp, "-b", "16K"))
+			names := []string{"multi-block", "hello.txt", "usr/share/doc/big.bin", "sparse", "bigdir/entry-with-a-longish-name-0123", "vmlinuz"}
+			var wg sync.WaitGroup
+			errs := make(chan error, 4*len(names))
+			for g := range 4 {
+				for _, n := range names {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						want, err := os.ReadFile(filepath.Join(root, n))
+						if err != nil {
+							errs <- err
+							return
+						}
+						got, err := fs.ReadFile(fsys, n)
+						if err != nil || !bytes.Equal(got, want) {
+							errs <- fmt.Errorf("goroutine %d: %s: %d bytes, %v", g, n, len(got), err)
+						}
+					}()
+				}
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Error(err)
+			}
+		})
+	}
+}
+
+// TestDirectoryLoop patches a directory entry of an uncompressed image to
+// point at the root: walks must end with ErrCorrupt instead of looping.
+func TestDirectoryLoop(t *testing.T) {
+	testtool.Need(t, "mksquashfs")
+	src := t.TempDir()
+	os.MkdirAll(filepath.Join(src, "a", "zzloop"), 0o755)
+	os.WriteFile(filepath.Join(src, "a", "file"), []byte("x"), 0o644)
+	img, err := os.ReadFile(mksquashfs(t, src, "-noI", "-noD", "-noF"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb := parseSuperblock(img)
+	i := bytes.Index(img[sb.dirTable:], []byte("zzloop"))
+	if i < 8 || sb.rootRef>>16 != 0 {
+		t.Fatalf("entry not found (%d) or root not in the first block (%#x)", i, sb.rootRef)
+	}
+	e := int(sb.dirTable) + i - 8
+	img[e], img[e+1] = byte(sb.rootRef), byte(sb.rootRef>>8) // offset of the root inode
+	fsys, err := Open(bytes.NewReader(img), int64(len(img)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fsys.Stat("a/zzloop"); !errors.Is(err, ErrCorrupt) {
+		t.Errorf("Stat(a/zzloop) error %v, want ErrCorrupt", err)
+	}
+	visited := 0
+	err = fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
+		if visited++; visited > 100 {
+			return errors.New("walk does not end")
+		}
+		return err
+	})
+	if !errors.Is(err, ErrCorrupt) {
+		t.Errorf("WalkDir error %v after %d entries, want ErrCorrupt", err, visited)
+	}
+}
