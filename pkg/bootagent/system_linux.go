@@ -86,16 +86,25 @@ func (s *LinuxSystem) LoadModules(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("%s: %w", dir, err)
 	}
+	loaded := 0
 	for _, m := range order {
 		if err := ctx.Err(); err != nil {
-			return 0, err
+			return loaded, err
 		}
-		if err := finitModule(filepath.Join(dir, m)); err != nil {
-			return 0, fmt.Errorf("load %s: %w", ModuleName(m), err)
+		err := finitModule(filepath.Join(dir, m))
+		switch {
+		case errors.Is(err, unix.ENODEV), errors.Is(err, unix.ENXIO):
+			// A driver for hardware or a CPU feature this machine lacks
+			// (hv_netvsc off Hyper-V, say): harmless, the boot goes on.
+			s.log().Warn("module not loaded: no such device", "module", ModuleName(m))
+			continue
+		case err != nil:
+			return loaded, fmt.Errorf("load %s: %w", ModuleName(m), err)
 		}
+		loaded++
 		s.log().Debug("module loaded", "module", ModuleName(m))
 	}
-	return len(order), nil
+	return loaded, nil
 }
 
 func finitModule(file string) error {
