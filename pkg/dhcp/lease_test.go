@@ -343,3 +343,6 @@ func TestPoolSweepFindsFreeAddressAmongMany(t *testing.T) {
 		seen[ip] = true
 	}
 }
+
+// The bbolt store is the production LeaseStore.
+var _ LeaseStore = (*store.Store)(nil)
