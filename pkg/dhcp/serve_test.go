@@ -197,3 +197,27 @@ func TestListenInterface(t *testing.T) {
 		t.Fatal("no port")
 	}
 }
+
+func TestFirstIPv4(t *testing.T) {
+	tests := []struct {
+		ifname string
+		want   string // "" = error
+	}{
+		{"lo", "127.0.0.1"},
+		{"kiln-no-such0", ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.ifname, func(t *testing.T) {
+			got, err := FirstIPv4(tc.ifname)
+			if tc.want == "" {
+				if err == nil {
+					t.Fatalf("FirstIPv4(%s) = %s, want an error", tc.ifname, got)
+				}
+				return
+			}
+			if err != nil || got.String() != tc.want {
+				t.Fatalf("FirstIPv4(%s) = %s, %v; want %s", tc.ifname, got, err, tc.want)
+			}
+		})
+	}
+}

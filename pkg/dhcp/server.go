@@ -314,9 +314,12 @@ func (s *Server) fromPool(ctx context.Context, req *dhcpv4.DHCPv4, mt dhcpv4.Mes
 	return nil, "ignored", nil
 }
 
-// proxy answers PXE clients with boot options only (proxyDHCP). DISCOVERs on
-// port 67 get an OFFER; REQUESTs addressed to this server (port 4011 or
-// option 54 = ServerIP) get an ACK.
+// proxy answers PXE clients (option 60 PXEClient, iPXE included) with boot
+// options only (proxyDHCP): no yiaddr, siaddr and file set, option 60
+// PXEClient and option 43 PXE_DISCOVERY_CONTROL=8. DISCOVERs get an OFFER;
+// REQUESTs addressed to this server (option 54 = ServerIP, or a client with
+// ciaddr and no option 54, as on port 4011) get an ACK. UEFI HTTP boot
+// clients and plain DHCP clients get nothing.
 func (s *Server) proxy(req *dhcpv4.DHCPv4, mt dhcpv4.MessageType, c client, boot bootFile) (*dhcpv4.DHCPv4, string, error) {
 	if c.kind != kindPXE && !(c.kind == kindIPXE && strings.HasPrefix(string(req.Options.Get(dhcpv4.OptionClassIdentifier)), vendorPXE)) {
 		return nil, "not_pxe", nil
