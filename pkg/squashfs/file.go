@@ -33,6 +33,7 @@ type file struct {
 	offs     []uint64     // image offsets of the loaded chunk's blocks
 	bufBlock int64        // index of the block in buf, -1 for none
 	buf      []byte
+	raw      []byte // compressed bytes of the block being read
 }
 
 type checkpoint struct {
@@ -60,7 +61,7 @@ func (fl *file) Close() error {
 		return &fs.PathError{Op: "close", Path: fl.path, Err: fs.ErrClosed}
 	}
 	fl.closed = true
-	fl.buf, fl.sizes, fl.offs = nil, nil, nil
+	fl.buf, fl.raw, fl.sizes, fl.offs = nil, nil, nil, nil
 	return nil
 }
 
@@ -204,9 +205,10 @@ func (fl *file) block(idx int64, want int) ([]byte, error) {
 	}
 	if fl.buf == nil {
 		fl.buf = make([]byte, 0, fl.fsys.sb.blockSize)
+		fl.raw = make([]byte, fl.fsys.sb.blockSize)
 	}
 	fl.bufBlock = -1
-	data, err := fl.fsys.dataBlock(fl.buf[:0], disk, w)
+	data, err := fl.fsys.dataBlock(fl.buf[:0], fl.raw, disk, w)
 	if err != nil {
 		return nil, fmt.Errorf("block %d: %w", idx, err)
 	}
@@ -234,13 +236,17 @@ func (fl *file) tail(want int) ([]byte, error) {
 	return frag[in.fragOff:end], nil
 }
 
-// dataBlock reads the data block at disk with size word w into dst.
-func (f *FS) dataBlock(dst []byte, disk uint64, w uint32) ([]byte, error) {
+// dataBlock reads the data block at disk with size word w into dst,
+// using scratch (when it is large enough) for the compressed bytes.
+func (f *FS) dataBlock(dst, scratch []byte, disk uint64, w uint32) ([]byte, error) {
 	n := int(w & blockSizeMask)
 	if n > int(f.sb.blockSize) {
 		return nil, fmt.Errorf("%w: data block of %d bytes", ErrCorrupt, n)
 	}
-	raw, err := f.readAt(disk, n)
+	if cap(scratch) < n {
+		scratch = make([]byte, n)
+	}
+	raw, err := f.readAtInto(scratch[:n], disk)
 	if err != nil {
 		return nil, err
 	}
@@ -266,7 +272,7 @@ func (f *FS) fragmentBlock(i uint32) ([]byte, error) {
 	if w&^(blockUncompressed|blockSizeMask) != 0 || w&blockSizeMask == 0 {
 		return nil, fmt.Errorf("%w: fragment %d has size word %#x", ErrCorrupt, i, w)
 	}
-	b, err := f.dataBlock(make([]byte, 0, f.sb.blockSize), start, w)
+	b, err := f.dataBlock(make([]byte, 0, f.sb.blockSize), nil, start, w)
 	if err != nil {
 		return nil, fmt.Errorf("fragment %d: %w", i, err)
 	}

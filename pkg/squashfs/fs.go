@@ -16,8 +16,11 @@ import (
 // follow symbolic links in every component, relative and absolute ones
 // (an absolute target is resolved from the image root; ".." never climbs
 // above it), up to 40 links per call (then ErrSymlinkLoop); Lstat and
-// ReadLink follow them in every component but the last. Errors are
-// *fs.PathError. An FS is safe for concurrent use.
+// ReadLink follow them in every component but the last. A directory that
+// is its own ancestor (only a corrupt image has one) gives ErrCorrupt, so
+// fs.WalkDir always ends. Errors are *fs.PathError. An FS is safe for
+// concurrent use; it holds no goroutines or descriptors, so it needs no
+// Close.
 type FS struct {
 	r        io.ReaderAt
 	sb       superblock

@@ -191,7 +191,15 @@ func (f *FS) readAt(off uint64, n int) ([]byte, error) {
 	if n < 0 || off > f.sb.bytesUsed || uint64(n) > f.sb.bytesUsed-off {
 		return nil, fmt.Errorf("%w: read of %d bytes at %d beyond the image end %d", ErrCorrupt, n, off, f.sb.bytesUsed)
 	}
-	b := make([]byte, n)
+	return f.readAtInto(make([]byte, n), off)
+}
+
+// readAtInto fills b from off; the range must lie in the image.
+func (f *FS) readAtInto(b []byte, off uint64) ([]byte, error) {
+	n := len(b)
+	if off > f.sb.bytesUsed || uint64(n) > f.sb.bytesUsed-off {
+		return nil, fmt.Errorf("%w: read of %d bytes at %d beyond the image end %d", ErrCorrupt, n, off, f.sb.bytesUsed)
+	}
 	m, err := f.r.ReadAt(b, int64(off))
 	if m == n {
 		return b, nil
