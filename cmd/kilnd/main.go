@@ -22,6 +22,9 @@ import (
 )
 
 func main() {
+	// bmclib's Redfish client prints every request, BMC passwords included,
+	// when this is set: never let it reach the BMC layer.
+	os.Unsetenv("DEBUG_BMCLIB")
 	cfg, err := loadConfig(os.Args[1:])
 	if errors.Is(err, flag.ErrHelp) {
 		os.Exit(0)
