@@ -3,6 +3,7 @@ package squashfs
 import (
 	"bytes"
 	"errors"
+	"flag"
 	"io"
 	"io/fs"
 	"os"
@@ -86,8 +87,22 @@ func exercise(data []byte) error {
 	return err
 }
 
+// fuzzMinimizeTime caps how long the fuzzer minimizes each new input.
+// Go minimizes every newly interesting input for -fuzzminimizetime (60 s by
+// default) before fuzzing on, so with seeds of several KiB a plain
+// `-fuzztime 60s` run would spend its whole budget minimizing one input.
+// An explicit -fuzzminimizetime on the command line wins.
+const fuzzMinimizeTime = "2s"
+
 func FuzzOpen(f *testing.F) {
 	testtool.Need(f, "mksquashfs")
+	set := false
+	flag.Visit(func(fl *flag.Flag) { set = set || fl.Name == "test.fuzzminimizetime" })
+	if fl := flag.Lookup("test.fuzzminimizetime"); fl != nil && !set {
+		if err := fl.Value.Set(fuzzMinimizeTime); err != nil {
+			f.Fatal(err)
+		}
+	}
 	root := fuzzSeedTree(f)
 	for _, args := range [][]string{
 		{"-comp", "gzip"},
