@@ -227,6 +227,9 @@ func Open(r io.ReaderAt, size int64) (*FS, error) {
 	}
 	b := make([]byte, superblockSize)
 	if n, err := r.ReadAt(b, 0); n != superblockSize {
+		if err == nil || errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
 		return nil, fmt.Errorf("squashfs: reading the superblock: %w", err)
 	}
 	if binary.LittleEndian.Uint32(b) != magic {
