@@ -289,7 +289,10 @@ func TestUnavailable(t *testing.T) {
 		want string
 	}{
 		{"power", func() error { _, err := e.c.Power(e.ctx, "n1", "status"); return err }, "power control"},
-		{"start rollout", func() error { _, err := e.c.StartRollout(e.ctx, api.RolloutRequest{Hosts: []string{"n1"}, Ref: "a@1"}); return err }, "rollouts"},
+		{"start rollout", func() error {
+			_, err := e.c.StartRollout(e.ctx, api.RolloutRequest{Hosts: []string{"n1"}, Ref: "a@1"})
+			return err
+		}, "rollouts"},
 		{"refresh", func() error { _, err := e.c.Refresh(e.ctx, api.RefreshRequest{Image: "a"}); return err }, "rollouts"},
 		{"list rollouts", func() error { _, err := e.c.Rollouts(e.ctx); return err }, "rollouts"},
 		{"get rollout", func() error { _, err := e.c.Rollout(e.ctx, "r-1"); return err }, "rollouts"},
