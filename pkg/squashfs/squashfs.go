@@ -13,7 +13,9 @@
 // compression, uncompressed inodes, data and fragments, fragments and tail-end
 // packing, sparse files, basic and extended inodes of every type. Not
 // supported: lzo compression and xz BCJ filters (ErrUnsupported); extended
-// attributes and the NFS export table are ignored.
+// attributes and the NFS export table are ignored. Squashfs has no checksums
+// of its own and the CRC closing an xz block is not checked either: integrity
+// is the image digest's job (kiln verifies a blob's sha256 before opening it).
 package squashfs
 
 import (
