@@ -108,7 +108,9 @@ func (s *Server) serveOne(ctx context.Context, conn net.PacketConn, p packet, sl
 		commits.Add(1)
 		go func() {
 			defer func() { <-slots; commits.Done() }()
-			if err := s.persist(ctx, &pend); err != nil {
+			// Not cancelled with Serve: an ACK already decided is finished
+			// (stored and sent) during shutdown rather than lost.
+			if err := s.persist(context.WithoutCancel(ctx), &pend); err != nil {
 				s.log.Error("dhcp: request not answered", "mac", req.ClientHWAddr.String(), "xid", req.TransactionID.String(), "err", err)
 				s.finish(conn, req, nil, "error", p.from, start)
 				return
