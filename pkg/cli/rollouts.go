@@ -189,7 +189,7 @@ func (a *app) watch(id string) error {
 				bar.Set(done)
 			}
 		}
-		if st.Rollout.State.Done() {
+		if st.Rollout.Over() {
 			if bar != nil {
 				bar.Finish()
 			}

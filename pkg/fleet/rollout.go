@@ -223,7 +223,10 @@ type Rollout struct {
 	MaxFailures int           `json:"max_failures"`
 	BootTimeout time.Duration `json:"boot_timeout"`
 	AutoRevert  bool          `json:"auto_revert"`
-	State       RolloutState  `json:"state"`
+	// State becomes failed or cancelled as soon as no new host may start;
+	// hosts already in flight (and their reverts) still finish after that.
+	// The rollout is over when Finished is set (see Over).
+	State RolloutState `json:"state"`
 	// Error says why a failed rollout failed.
 	Error    string    `json:"error,omitempty"`
 	Actor    string    `json:"actor"`
@@ -234,6 +237,10 @@ type Rollout struct {
 	// Counts is a snapshot of the hosts' states, refreshed by the engine.
 	Counts RolloutCounts `json:"counts"`
 }
+
+// Over reports whether the rollout has ended: a final state and no host
+// in flight any more.
+func (r *Rollout) Over() bool { return r.State.Done() && !r.Finished.IsZero() }
 
 // Batches returns the number of batches.
 func (r *Rollout) Batches() int {
