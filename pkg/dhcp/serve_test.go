@@ -100,13 +100,23 @@ func TestServeLoopback(t *testing.T) {
 			}
 		})
 	}
-	if l := leases.leases[netip.MustParseAddr("127.0.0.10")]; l.MAC != macA {
-		t.Fatalf("stored lease %+v", l)
+	stored, err := leases.Leases(context.Background())
+	if err != nil || len(stored) != 1 || stored[0].IP != netip.MustParseAddr("127.0.0.10") || stored[0].MAC != macA {
+		t.Fatalf("stored leases %+v, %v", stored, err)
 	}
-	if got := testutil.ToFloat64(s.m.dropped.WithLabelValues("parse")); got != 2 {
+	// Counters are bumped just after the reply is written: poll briefly.
+	waitCount := func(c prometheus.Counter, want float64) float64 {
+		got := testutil.ToFloat64(c)
+		for i := 0; i < 500 && got != want; i++ {
+			time.Sleep(10 * time.Millisecond)
+			got = testutil.ToFloat64(c)
+		}
+		return got
+	}
+	if got := waitCount(s.m.dropped.WithLabelValues("parse"), 2); got != 2 {
 		t.Errorf("dropped{parse} = %v, want 2", got)
 	}
-	if got := testutil.ToFloat64(s.m.packets.WithLabelValues("request", "ack")); got != 2 {
+	if got := waitCount(s.m.packets.WithLabelValues("request", "ack"), 2); got != 2 {
 		t.Errorf("packets{request,ack} = %v, want 2", got)
 	}
 	if n, err := testutil.GatherAndCount(reg, "kiln_dhcp_leases_in_use"); err != nil || n != 1 {
