@@ -196,7 +196,10 @@ func (f *fakeRollouts) Start(ctx context.Context, req reimage.Request) (fleet.Ro
 	if f.startErr != nil {
 		return fleet.Rollout{}, f.startErr
 	}
-	return f.create(fleet.KindReimage, req.Image, req.Hosts, req.Batch, req.MaxFailures, req.BootTimeout, req.Actor, req.Reason), nil
+	ro := f.create(fleet.KindReimage, req.Image, req.Hosts, req.Batch, req.MaxFailures, req.BootTimeout, req.Actor, req.Reason)
+	ro.Selector, ro.AutoRevert = req.Selector, req.AutoRevert
+	f.rollouts[ro.ID] = ro
+	return ro, nil
 }
 
 func (f *fakeRollouts) Refresh(ctx context.Context, req reimage.RefreshRequest) (fleet.Rollout, error) {
