@@ -1,0 +1,190 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// errParse is returned when a tool's output is not what the parser knows.
+var errParse = errors.New("unexpected output")
+
+// Perfdhcp is what one perfdhcp run printed.
+type Perfdhcp struct {
+	Achieved       float64 // 4-way exchanges per second
+	DOSent, DORecv int     // DISCOVER-OFFER
+	RASent, RARecv int     // REQUEST-ACK
+	// Drops is the worse drop ratio of the two exchanges, in percent.
+	Drops float64
+	// DODelays and RADelays are the per-exchange delays in milliseconds
+	// (only with -x t).
+	DODelays, RADelays []float64
+}
+
+var (
+	perfRateRe = regexp.MustCompile(`(?m)^Rate: ([0-9.]+)`)
+	perfSentRe = regexp.MustCompile(`(?m)^sent packets: (\d+)`)
+	perfRecvRe = regexp.MustCompile(`(?m)^received packets: (\d+)`)
+	perfTSRe   = regexp.MustCompile(`(?m)^sent / received: ([0-9.]+) / ([0-9.]+)`)
+)
+
+// ParsePerfdhcp parses perfdhcp -4 output (DORA scenario). A run in which
+// the server never answered prints no rate line; that is a valid result
+// with 100 % drops.
+func ParsePerfdhcp(out string) (Perfdhcp, error) {
+	var r Perfdhcp
+	sent := atoiAll(perfSentRe, out)
+	recv := atoiAll(perfRecvRe, out)
+	if len(sent) < 2 || len(recv) < 2 {
+		return r, fmt.Errorf("perfdhcp: %w: no DISCOVER-OFFER and REQUEST-ACK statistics", errParse)
+	}
+	if m := perfRateRe.FindStringSubmatch(out); m != nil {
+		r.Achieved, _ = strconv.ParseFloat(m[1], 64)
+	}
+	r.DOSent, r.DORecv, r.RASent, r.RARecv = sent[0], recv[0], sent[1], recv[1]
+	ratio := func(s, rx int) float64 {
+		if s == 0 {
+			return 100
+		}
+		return 100 * float64(s-rx) / float64(s)
+	}
+	r.Drops = max(ratio(r.DOSent, r.DORecv), ratio(r.RASent, r.RARecv))
+	// -x t: "***Timestamps for packets: DISCOVER-OFFER***" then
+	// "sent / received: S / R" lines, then the same for REQUEST-ACK.
+	if i := strings.Index(out, "Timestamps for packets: DISCOVER-OFFER"); i >= 0 {
+		rest := out[i:]
+		j := strings.Index(rest, "Timestamps for packets: REQUEST-ACK")
+		do, ra := rest, ""
+		if j >= 0 {
+			do, ra = rest[:j], rest[j:]
+		}
+		r.DODelays, r.RADelays = delays(do), delays(ra)
+	}
+	return r, nil
+}
+
+func delays(s string) []float64 {
+	var out []float64
+	for _, m := range perfTSRe.FindAllStringSubmatch(s, -1) {
+		a, err1 := strconv.ParseFloat(m[1], 64)
+		b, err2 := strconv.ParseFloat(m[2], 64)
+		if err1 == nil && err2 == nil && b >= a {
+			out = append(out, (b-a)*1000)
+		}
+	}
+	return out
+}
+
+func atoiAll(re *regexp.Regexp, s string) []int {
+	var out []int
+	for _, m := range re.FindAllStringSubmatch(s, -1) {
+		v, err := strconv.Atoi(m[1])
+		if err == nil {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// GoBench is one result line of `go test -bench`.
+type GoBench struct {
+	Name    string             // without the -GOMAXPROCS suffix
+	N       int                // iterations
+	Metrics map[string]float64 // unit -> value, e.g. "ns/op", "peak-rss-MiB"
+}
+
+var goBenchRe = regexp.MustCompile(`^(Benchmark\S+?)(?:-\d+)?\s+(\d+)\s+(.*)$`)
+
+// ParseGoBench parses the result lines of `go test -bench` output.
+func ParseGoBench(out string) ([]GoBench, error) {
+	var res []GoBench
+	for _, line := range strings.Split(out, "\n") {
+		m := goBenchRe.FindStringSubmatch(strings.TrimSpace(line))
+		if m == nil {
+			continue
+		}
+		n, _ := strconv.Atoi(m[2])
+		b := GoBench{Name: m[1], N: n, Metrics: map[string]float64{}}
+		f := strings.Fields(m[3])
+		for i := 0; i+1 < len(f); i += 2 {
+			v, err := strconv.ParseFloat(f[i], 64)
+			if err != nil {
+				break
+			}
+			b.Metrics[f[i+1]] = v
+		}
+		if len(b.Metrics) == 0 {
+			continue
+		}
+		res = append(res, b)
+	}
+	if len(res) == 0 {
+		return nil, fmt.Errorf("go test -bench: %w: no benchmark result lines", errParse)
+	}
+	return res, nil
+}
+
+// Wrk is what wrk printed.
+type Wrk struct {
+	Requests    int
+	ReqPerSec   float64
+	BytesPerSec float64
+	Non2xx      int
+	Errors      int // socket errors of all kinds
+}
+
+var (
+	wrkReqsRe  = regexp.MustCompile(`(?m)^\s*(\d+) requests in`)
+	wrkRPSRe   = regexp.MustCompile(`(?m)^Requests/sec:\s+([0-9.]+)`)
+	wrkTPSRe   = regexp.MustCompile(`(?m)^Transfer/sec:\s+([0-9.]+)([KMGT]?B)`)
+	wrkNon2Re  = regexp.MustCompile(`(?m)^\s*Non-2xx or 3xx responses: (\d+)`)
+	wrkSockRe  = regexp.MustCompile(`(?m)^\s*Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)`)
+	unitFactor = map[string]float64{"B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}
+)
+
+// ParseWrk parses wrk's summary.
+func ParseWrk(out string) (Wrk, error) {
+	var w Wrk
+	m1, m2, m3 := wrkReqsRe.FindStringSubmatch(out), wrkRPSRe.FindStringSubmatch(out), wrkTPSRe.FindStringSubmatch(out)
+	if m1 == nil || m2 == nil || m3 == nil {
+		return w, fmt.Errorf("wrk: %w", errParse)
+	}
+	w.Requests, _ = strconv.Atoi(m1[1])
+	w.ReqPerSec, _ = strconv.ParseFloat(m2[1], 64)
+	v, _ := strconv.ParseFloat(m3[1], 64)
+	w.BytesPerSec = v * unitFactor[m3[2]]
+	if m := wrkNon2Re.FindStringSubmatch(out); m != nil {
+		w.Non2xx, _ = strconv.Atoi(m[1])
+	}
+	if m := wrkSockRe.FindStringSubmatch(out); m != nil {
+		for _, s := range m[1:] {
+			n, _ := strconv.Atoi(s)
+			w.Errors += n
+		}
+	}
+	return w, nil
+}
+
+// ParseProcStat returns the parent PID and utime+stime (clock ticks) from
+// the content of /proc/PID/stat.
+func ParseProcStat(s string) (ppid int, ticks int64, err error) {
+	// The command name (field 2) is in parentheses and may hold spaces.
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, 0, fmt.Errorf("/proc stat: %w", errParse)
+	}
+	f := strings.Fields(s[i+1:])
+	// f[0] is field 3 (state); ppid is field 4, utime 14, stime 15.
+	if len(f) < 13 {
+		return 0, 0, fmt.Errorf("/proc stat: %w: %d fields", errParse, len(f))
+	}
+	ppid, err1 := strconv.Atoi(f[1])
+	ut, err2 := strconv.ParseInt(f[11], 10, 64)
+	st, err3 := strconv.ParseInt(f[12], 10, 64)
+	if err := errors.Join(err1, err2, err3); err != nil {
+		return 0, 0, fmt.Errorf("/proc stat: %w: %v", errParse, err)
+	}
+	return ppid, ut + st, nil
+}
