@@ -344,5 +344,8 @@ func TestPoolSweepFindsFreeAddressAmongMany(t *testing.T) {
 	}
 }
 
-// The bbolt store is the production LeaseStore.
-var _ LeaseStore = (*store.Store)(nil)
+// The bbolt store is the production LeaseStore and Hosts.
+var (
+	_ LeaseStore = (*store.Store)(nil)
+	_ Hosts      = (*store.Store)(nil)
+)
