@@ -185,7 +185,7 @@ func serveHTTP(ctx context.Context, g *errgroup.Group, ln net.Listener, h http.H
 
 func serveNetboot(ctx context.Context, g *errgroup.Group, cfg Config, advertise netip.Addr, serverURL *url.URL, st *store.Store, log *slog.Logger, reg prometheus.Registerer) error {
 	if cfg.DHCPMode != "off" {
-		dcfg := dhcp.Config{Mode: dhcp.Mode(cfg.DHCPMode), ServerIP: advertise, HTTPBase: *serverURL, Discovery: cfg.Discovery,
+		dcfg := dhcp.Config{Mode: dhcp.Mode(cfg.DHCPMode), ServerIP: advertise, HTTPBase: *serverURL, Discovery: cfg.Discovery, NoTFTP: cfg.TFTP == "off",
 			Firmware: func(name string) bool { _, err := fs.Stat(firmware.FS(), name); return err == nil }}
 		if cfg.DHCPSubnet != "" {
 			pool, err := parsePool(cfg)
@@ -198,11 +198,17 @@ func serveNetboot(ctx context.Context, g *errgroup.Group, cfg Config, advertise 
 		if err != nil {
 			return err
 		}
-		conn, err := dhcp.ListenInterface(cfg.Interface, 67)
-		if err != nil {
-			return fmt.Errorf("dhcp on %s: %w", cfg.Interface, err)
+		ports := []int{67}
+		if dcfg.Mode == dhcp.ModeProxy {
+			ports = append(ports, 4011) // PXE clients' requests to the proxy
 		}
-		g.Go(func() error { return srv.Serve(ctx, conn) })
+		for _, port := range ports {
+			conn, err := dhcp.ListenInterface(cfg.Interface, port)
+			if err != nil {
+				return fmt.Errorf("dhcp on %s port %d: %w", cfg.Interface, port, err)
+			}
+			g.Go(func() error { return srv.Serve(ctx, conn) })
+		}
 	}
 	if cfg.TFTP == "on" {
 		root := firmware.FS()
@@ -261,20 +267,11 @@ func advertiseIP(cfg Config) (netip.Addr, error) {
 	if cfg.Interface == "" {
 		return netip.Addr{}, nil
 	}
-	ifc, err := net.InterfaceByName(cfg.Interface)
+	a, err := dhcp.FirstIPv4(cfg.Interface)
 	if err != nil {
-		return netip.Addr{}, fmt.Errorf("config: interface %q: %w", cfg.Interface, err)
+		return a, fmt.Errorf("config: interface %q: %w; set advertise-ip", cfg.Interface, err)
 	}
-	addrs, err := ifc.Addrs()
-	if err != nil {
-		return netip.Addr{}, fmt.Errorf("config: interface %q: %w", cfg.Interface, err)
-	}
-	for _, a := range addrs {
-		if p, err := netip.ParsePrefix(a.String()); err == nil && p.Addr().Is4() {
-			return p.Addr(), nil
-		}
-	}
-	return netip.Addr{}, fmt.Errorf("config: interface %q has no IPv4 address; set advertise-ip", cfg.Interface)
+	return a, nil
 }
 
 // bootURL is cfg.ServerURL, or http://ADVERTISE:PORT of the boot listener.

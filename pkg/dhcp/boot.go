@@ -130,6 +130,9 @@ func (s *Server) decide(c client, mac string) bootFile {
 			}
 		}
 	case kindPXE:
+		if s.cfg.NoTFTP {
+			break // nothing to fetch: UEFI firmware goes on to HTTP boot
+		}
 		switch c.arch {
 		case archBIOS:
 			if s.cfg.Firmware(BIOSFile) {

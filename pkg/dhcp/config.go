@@ -70,6 +70,10 @@ type Config struct {
 	// Pool is optional; nil means known hosts need a fixed IP and discovery
 	// cannot hand out addresses (in reservation mode).
 	Pool *Pool
+	// NoTFTP says kilnd serves no TFTP: PXE firmware that is not iPXE gets
+	// an address but no boot file, so UEFI firmware falls back to HTTP
+	// boot. The zero value offers the iPXE binaries over TFTP.
+	NoTFTP bool
 	// Discovery answers unknown MACs: a pool lease (reservation mode) and a
 	// boot file pointing at their discovery script.
 	Discovery bool

@@ -94,6 +94,16 @@ func TestGolden(t *testing.T) {
 		{name: "uefi_pxe_arch7", steps: []step{send(msg(dhcpv4.MessageTypeDiscover, macUEFI, vendor(vendorEFI7), arch(7)))}},
 		{name: "uefi_pxe_arch9", steps: []step{send(msg(dhcpv4.MessageTypeDiscover, macUEFI, vendor(vendorEFI9), arch(9)))}},
 		{name: "uefi_http_boot", steps: []step{send(msg(dhcpv4.MessageTypeDiscover, macHTTP, vendor(vendorHTTPc), arch(16)))}},
+		{
+			name:  "uefi_pxe_without_tftp",
+			cfg:   func(c *Config) { c.NoTFTP = true },
+			steps: []step{send(msg(dhcpv4.MessageTypeDiscover, macUEFI, vendor(vendorEFI7), arch(7)))},
+		},
+		{
+			name:  "uefi_http_boot_without_tftp",
+			cfg:   func(c *Config) { c.NoTFTP = true },
+			steps: []step{send(msg(dhcpv4.MessageTypeDiscover, macHTTP, vendor(vendorHTTPc), arch(16)))},
+		},
 		{name: "arm64_pxe_without_binary", steps: []step{send(msg(dhcpv4.MessageTypeDiscover, macARM, vendor(vendorARM), arch(11)))}},
 		{
 			name:  "arm64_pxe_with_binary",
