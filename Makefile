@@ -89,6 +89,14 @@ lab-down: ## Remove every namespace, process and file of the lab
 	@if [ "$$(id -u)" != 0 ]; then echo "make lab-down needs root"; exit 1; fi
 	$(GO) run ./integration/kiln-lab down -dir $(CURDIR)/lab
 
+DEBIAN_VERSION ?= test
+
+.PHONY: test-debian
+test-debian: build ## Build the Debian 12 image and netboot it to multi-user in QEMU (slow, root)
+	integration/deps.sh test debian
+	$(MAKE) -C images debian VERSION=$(DEBIAN_VERSION)
+	KILN_DEBIAN_IMAGE=$(CURDIR)/images/build/debian-12-$(DEBIAN_VERSION).squashfs $(MAKE) --no-print-directory integration IT_RUN=TestDebianImage
+
 .PHONY: images
 images: ## Build the test image (two versions) under images/build
 	$(MAKE) -C images testimage VERSION=1

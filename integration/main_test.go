@@ -169,3 +169,5 @@ func importImage(t *testing.T, lab *labkit.Lab, ref, path string) fleet.Image {
 	kilnJSON(t, lab, &res, "image", "import", ref, "--rootfs", path, "--cmdline", "console=ttyS0")
 	return res.Image
 }
+
+func jsonUnmarshal(s string, v any) error { return json.Unmarshal([]byte(s), v) }

@@ -4,6 +4,9 @@ package integration
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -52,10 +55,13 @@ func TestNetbootTestImage(t *testing.T) {
 			}
 			var reps []fleet.BootReport
 			kilnJSON(t, lab, &reps, "host", "reports", h.Spec.Name)
-			var phases []string
+			var phases, timings []string
+			on := h.LastPowerOn()
 			for _, r := range reps {
 				phases = append(phases, r.Phase)
+				timings = append(timings, fmt.Sprintf("%s +%.1fs", r.Phase, r.Time.Sub(on).Seconds()))
 			}
+			t.Logf("%s (%s): power-on to %s", h.Spec.Name, h.Spec.Firmware, strings.Join(timings, ", "))
 			if got := strings.Join(phases, ","); got != "network,fetched,verified,mounted,switching,booted" {
 				t.Fatalf("phases %s", got)
 			}
@@ -64,4 +70,54 @@ func TestNetbootTestImage(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestCorruptBlobNeverSwitched corrupts an image's squashfs blob on kilnd's
+// disk after import: kiln-init's download no longer matches the digest, so
+// the host never switches into it and kilnd holds a failed report that names
+// the digest.
+func TestCorruptBlobNeverSwitched(t *testing.T) {
+	ctx := context.Background()
+	lab := newLab(t, "kiln-it-corrupt")
+	img := importImage(t, lab, "testimage@1", testImage(t, "1", false))
+	blob := filepath.Join(lab.Kilnd.DataDir, "blobs", "sha256", img.Rootfs.Digest.Hex())
+	if err := os.Chmod(blob, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(blob, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte("kiln was here"), img.Rootfs.Size/2); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	h, err := lab.AddHost(ctx, labkit.HostSpec{Name: "victim", Firmware: labkit.BIOS})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kiln(t, lab, "host", "add", "victim", "--mac", h.Spec.MACs[0])
+	kiln(t, lab, "assign", "victim", img.Ref)
+	if err := h.PowerOn(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	r := waitReport(t, lab, "victim", img.Ref, 5*time.Minute)
+	if r.Phase != fleet.PhaseFailed || !strings.Contains(r.Message, string(img.Rootfs.Digest)) {
+		t.Fatalf("report %+v: want failed naming %s", r, img.Rootfs.Digest)
+	}
+	if hs := host(t, lab, "victim"); hs.BootedImage != "" {
+		t.Fatalf("kilnd records a booted image %s", hs.BootedImage)
+	}
+	var reps []fleet.BootReport
+	kilnJSON(t, lab, &reps, "host", "reports", "victim")
+	for _, r := range reps {
+		if r.Phase == fleet.PhaseVerified || r.Phase == fleet.PhaseMounted || r.Phase == fleet.PhaseSwitching {
+			t.Fatalf("a corrupt image got to %s", r.Phase)
+		}
+	}
+	if strings.Contains(h.Console(), "KILN-TESTIMAGE") {
+		t.Fatal("the host switched into the corrupt image")
+	}
+	t.Logf("failed report: %s", r.Message)
 }

@@ -86,6 +86,22 @@ func (h *Host) PowerEvents() []string {
 	return out
 }
 
+// LastPowerOn is when the VM was last started (zero if never).
+func (h *Host) LastPowerOn() time.Time {
+	b, _ := os.ReadFile(filepath.Join(h.Dir, "power.log"))
+	var at time.Time
+	for _, line := range strings.Split(string(b), "\n") {
+		ts, ev, ok := strings.Cut(line, " ")
+		if !ok || !strings.HasPrefix(ev, "on") {
+			continue
+		}
+		if f, err := strconv.ParseFloat(ts, 64); err == nil {
+			at = time.Unix(0, int64(f*1e9))
+		}
+	}
+	return at
+}
+
 // PowerOns counts the times the VM was started.
 func (h *Host) PowerOns() int {
 	n := 0
