@@ -47,6 +47,9 @@ type app struct {
 	output   string
 	client   *api.Client
 	isTTY    bool
+	// parsed is set once cobra has accepted the command line (flags and
+	// arguments) and a command is about to run.
+	parsed bool
 }
 
 // Run executes the CLI with args and returns the process exit code.
@@ -64,11 +67,16 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer, env Env) 
 	var ue usageError
 	var re rolloutError
 	switch {
-	case errors.As(err, &ue) || strings.HasPrefix(err.Error(), "unknown command") || strings.HasPrefix(err.Error(), "unknown flag") ||
-		strings.Contains(err.Error(), "arg(s)") || strings.Contains(err.Error(), "flag needs an argument") || strings.Contains(err.Error(), "invalid argument"):
+	case errors.As(err, &ue):
 		return ExitUsage
 	case errors.As(err, &re):
 		return ExitRollout
+	case !a.parsed:
+		// cobra refused the command line (unknown command or flag, bad
+		// flag value, wrong number of arguments) before any command ran.
+		// Deciding this by state, not by the error text, keeps an error
+		// from kilnd that happens to say "invalid argument" an exit 1.
+		return ExitUsage
 	}
 	return ExitError
 }
@@ -80,6 +88,7 @@ func (a *app) root() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			a.parsed = true
 			if a.output != "table" && a.output != "json" {
 				return usageError{fmt.Errorf("-o %q: want table or json", a.output)}
 			}
@@ -95,7 +104,27 @@ func (a *app) root() *cobra.Command {
 	root.PersistentFlags().StringVarP(&a.output, "output", "o", "table", "output format: table or json")
 	root.AddCommand(a.imageCmd(), a.hostCmd(), a.assignCmd(), a.revertCmd(), a.historyCmd(), a.reimageCmd(),
 		a.rolloutCmd(), a.refreshCmd(), a.eventsCmd(), a.backupCmd())
+	for _, c := range root.Commands() {
+		refuseUnknownSubcommands(c)
+	}
 	return root
+}
+
+// refuseUnknownSubcommands makes every command that only groups
+// subcommands ("kiln host") fail with a usage error on an unknown
+// subcommand: cobra would print the help and exit 0.
+func refuseUnknownSubcommands(cmd *cobra.Command) {
+	if cmd.HasSubCommands() && !cmd.Runnable() {
+		cmd.RunE = func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usageError{fmt.Errorf("unknown command %q for %q (see %s --help)", args[0], cmd.CommandPath(), cmd.CommandPath())}
+			}
+			return cmd.Help()
+		}
+	}
+	for _, c := range cmd.Commands() {
+		refuseUnknownSubcommands(c)
+	}
 }
 
 // api returns the client, finding the token on first use.
