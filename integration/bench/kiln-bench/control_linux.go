@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"time"
 )
@@ -67,6 +68,8 @@ func (r *runner) control(ctx context.Context) error {
 			if err != nil {
 				return fmt.Errorf("go test -bench %s %s: %w\n%s", b.pattern, b.pkg, err, out)
 			}
+			os.MkdirAll(filepath.Join(r.work, "logs"), 0o755)
+			os.WriteFile(filepath.Join(r.work, "logs", fmt.Sprintf("gobench-%s-%d.txt", filepath.Base(b.pkg), rep+1)), out, 0o644)
 			res, err := ParseGoBench(string(out))
 			if err != nil {
 				return fmt.Errorf("%s: %w\n%s", b.pkg, err, out)

@@ -94,7 +94,7 @@ func (r *runner) dhcp(ctx context.Context) error {
 	for _, m := range delayMs {
 		r.res.Declare(Metric{Section: sec, Name: m, Unit: "ms", Peers: []Peer{{Name: "kea"}, {Name: "dnsmasq"}}})
 	}
-	rates := []int{100, 250, 500, 1000, 1500, 2000, 2500, 3000, 4000, 5000, 6000, 8000, 10000, 12000, 15000}
+	rates := []int{100, 250, 500, 1000, 1500, 2000, 2500, 3000, 4000, 5000, 6000, 7000, 8000, 9000, 10000, 12000, 15000}
 	period := 4
 	if r.cfg.Quick {
 		rates, period = []int{250, 500, 1000, 2000, 4000, 8000}, 3

@@ -179,11 +179,15 @@ func target(p Peer) string {
 // Markdown renders the report: one table, a row per (metric, peer), then
 // the notes.
 func (r *Results) Markdown(cfg Config) string {
+	return r.render(cfg, time.Now(), time.Since(r.started))
+}
+
+func (r *Results) render(cfg Config, now time.Time, took time.Duration) string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var b strings.Builder
-	fmt.Fprintf(&b, "## kiln-bench — %s, %d repetition(s)%s, %s\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"), cfg.Reps,
-		map[bool]string{true: ", -quick", false: ""}[cfg.Quick], time.Since(r.started).Round(time.Second))
+	fmt.Fprintf(&b, "## kiln-bench — %s, %d repetition(s)%s, %s\n\n", now.UTC().Format("2006-01-02 15:04 UTC"), cfg.Reps,
+		map[bool]string{true: ", -quick", false: ""}[cfg.Quick], took.Round(time.Second))
 	b.WriteString("Medians over repetitions (± half the range, in % of the median). Ratio = kiln / peer.\n\n")
 	b.WriteString("| section | metric | kiln | peer | peer value | kiln/peer | target | result |\n")
 	b.WriteString("|---|---|---:|---|---:|---:|---|---|\n")
