@@ -143,6 +143,12 @@ func (c *Client) LabelHost(ctx context.Context, name string, changes []string) (
 	return h, c.call(ctx, "POST", "/api/v1/hosts/"+url.PathEscape(name)+"/labels", LabelRequest{Changes: changes}, &h)
 }
 
+// SetBootMode sets a host's boot mode override: bios, uefi or auto.
+func (c *Client) SetBootMode(ctx context.Context, name, mode string) (fleet.Host, error) {
+	var h fleet.Host
+	return h, c.call(ctx, "POST", "/api/v1/hosts/"+url.PathEscape(name)+"/boot-mode", BootModeRequest{Mode: mode}, &h)
+}
+
 // History returns a host's assignment history, oldest first.
 func (c *Client) History(ctx context.Context, name string) ([]fleet.HistoryEntry, error) {
 	var hs []fleet.HistoryEntry
@@ -183,12 +189,17 @@ type ImportFiles struct {
 func (c *Client) ImportImage(ctx context.Context, ref, arch, cmdline string, files ImportFiles) (ImportResponse, error) {
 	pr, pw := io.Pipe()
 	mw := multipart.NewWriter(pw)
+	written := make(chan struct{})
 	go func() {
+		defer close(written)
 		pw.CloseWithError(writeImport(mw, importMeta{Ref: ref, Arch: arch, Cmdline: cmdline, Kernel: files.Kernel != nil, Initrd: files.Initrd != nil}, files))
 	}()
 	var out ImportResponse
 	err := c.do(ctx, "POST", "/api/v1/images", nil, pr, mw.FormDataContentType(), &out)
+	// Stop the writer (the server may have answered before reading it all)
+	// and wait for it: the caller's readers are not used after we return.
 	pr.CloseWithError(errors.New("request ended"))
+	<-written
 	return out, err
 }
 

@@ -212,14 +212,15 @@ func (f *fakeRollouts) Refresh(ctx context.Context, req reimage.RefreshRequest) 
 	return f.create(fleet.KindRefresh, req.Image+"@2", []string{"n1"}, req.Batch, req.MaxFailures, req.BootTimeout, req.Actor, req.Reason), nil
 }
 
-func (f *fakeRollouts) Revert(ctx context.Context, host, to, actor string) (fleet.Rollout, error) {
+func (f *fakeRollouts) Revert(ctx context.Context, req reimage.RevertRequest) (fleet.Rollout, error) {
+	host, to, actor := req.Host, req.To, req.Actor
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.record(rolloutCall{Method: "Revert", Host: host, To: to, Actor: actor})
 	if to == "" {
 		to = "prev@1"
 	}
-	return f.create(fleet.KindRevert, to, []string{host}, 1, 0, 0, actor, "revert"), nil
+	return f.create(fleet.KindRevert, to, []string{host}, 1, 0, req.BootTimeout, actor, req.Reason), nil
 }
 
 func (f *fakeRollouts) transition(method, id, actor string, to fleet.RolloutState) (fleet.Rollout, error) {

@@ -15,7 +15,7 @@ import (
 type Rollouts interface {
 	Start(ctx context.Context, req reimage.Request) (fleet.Rollout, error)
 	Refresh(ctx context.Context, req reimage.RefreshRequest) (fleet.Rollout, error)
-	Revert(ctx context.Context, host, to, actor string) (fleet.Rollout, error)
+	Revert(ctx context.Context, req reimage.RevertRequest) (fleet.Rollout, error)
 	Pause(ctx context.Context, id, actor string) (fleet.Rollout, error)
 	Resume(ctx context.Context, id, actor string) (fleet.Rollout, error)
 	Cancel(ctx context.Context, id, actor string) (fleet.Rollout, error)
@@ -96,7 +96,7 @@ func (s *Server) startRollout(w http.ResponseWriter, r *http.Request) {
 	}
 	var ro fleet.Rollout
 	if req.Revert != "" {
-		ro, err = s.cfg.Rollouts.Revert(r.Context(), req.Revert, req.Ref, actor(r))
+		ro, err = s.cfg.Rollouts.Revert(r.Context(), reimage.RevertRequest{Host: req.Revert, To: req.Ref, BootTimeout: timeout, Actor: actor(r), Reason: req.Reason})
 	} else {
 		batch := req.Batch
 		if batch == 0 {

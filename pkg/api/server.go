@@ -105,6 +105,7 @@ func NewServer(cfg Config) (*Server, error) {
 		"GET /api/v1/hosts/{name}":            s.getHost,
 		"DELETE /api/v1/hosts/{name}":         s.deleteHost,
 		"POST /api/v1/hosts/{name}/labels":    s.labelHost,
+		"POST /api/v1/hosts/{name}/boot-mode": s.bootMode,
 		"GET /api/v1/hosts/{name}/history":    s.history,
 		"GET /api/v1/hosts/{name}/reports":    s.reports,
 		"POST /api/v1/hosts/{name}/revert":    s.revert,
@@ -200,7 +201,7 @@ func (s *Server) createHost(w http.ResponseWriter, r *http.Request) {
 	if !s.decode(w, r, &req) {
 		return
 	}
-	h := fleet.Host{Name: req.Name, MACs: req.MACs, Labels: req.Labels, NetbootDisabled: req.NetbootDisabled}
+	h := fleet.Host{Name: req.Name, MACs: req.MACs, Labels: req.Labels, NetbootDisabled: req.NetbootDisabled, BootModeOverride: req.BootMode}
 	if h.Labels == nil {
 		h.Labels = map[string]string{}
 	}
@@ -310,6 +311,25 @@ func (s *Server) labelHost(w http.ResponseWriter, r *http.Request) {
 		labels, err := fleet.ApplyLabelChanges(h.Labels, req.Changes)
 		h.Labels = labels
 		return err
+	})
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, h)
+}
+
+func (s *Server) bootMode(w http.ResponseWriter, r *http.Request) {
+	var req BootModeRequest
+	if !s.decode(w, r, &req) {
+		return
+	}
+	if req.Mode == "auto" {
+		req.Mode = ""
+	}
+	h, err := s.cfg.Store.UpdateHost(r.Context(), r.PathValue("name"), func(h *fleet.Host) error {
+		h.BootModeOverride = req.Mode
+		return nil
 	})
 	if err != nil {
 		s.fail(w, r, err)

@@ -19,6 +19,14 @@ type HostRequest struct {
 	BMCPassword     string            `json:"bmc_password,omitempty"`
 	BMCInsecureTLS  bool              `json:"bmc_insecure_tls,omitempty"`
 	NetbootDisabled bool              `json:"netboot_disabled,omitempty"`
+	// BootMode overrides the firmware mode of the host's next network
+	// boot: bios or uefi ("" = what the host last booted with).
+	BootMode string `json:"boot_mode,omitempty"`
+}
+
+// BootModeRequest sets or clears (empty Mode) a host's boot mode override.
+type BootModeRequest struct {
+	Mode string `json:"mode"`
 }
 
 // LabelRequest changes labels: "k=v" sets, "k-" removes.

@@ -14,7 +14,7 @@ import (
 
 func (a *app) hostCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "host", Short: "Add, list, show, label, power and remove hosts"}
-	cmd.AddCommand(a.hostAdd(), a.hostList(), a.hostShow(), a.hostLabel(), a.hostRm(), a.hostPower(), a.hostReports())
+	cmd.AddCommand(a.hostAdd(), a.hostList(), a.hostShow(), a.hostLabel(), a.hostRm(), a.hostPower(), a.hostReports(), a.hostBootMode())
 	return cmd
 }
 
@@ -62,6 +62,7 @@ func (a *app) hostAdd() *cobra.Command {
 	f.StringVar(&pwFile, "bmc-password-file", "", "file holding the BMC password (stored encrypted, never shown)")
 	f.BoolVar(&req.BMCInsecureTLS, "bmc-insecure-tls", false, "accept the BMC's self-signed certificate (Redfish)")
 	f.BoolVar(&req.NetbootDisabled, "no-netboot", false, "register the host but do not netboot it")
+	f.StringVar(&req.BootMode, "boot-mode", "", "firmware mode for BMC network boots: bios or uefi (default: what the host last booted with)")
 	return cmd
 }
 
@@ -86,6 +87,11 @@ func printHost(w io.Writer, h fleet.Host) {
 	}
 	fmt.Fprintf(w, "bmc:\t%s\n", bmc)
 	fmt.Fprintf(w, "netboot:\t%v\n", !h.NetbootDisabled)
+	mode := orDash(h.BootMode)
+	if h.BootModeOverride != "" {
+		mode = h.BootModeOverride + " (set by an operator)"
+	}
+	fmt.Fprintf(w, "boot mode:\t%s\n", mode)
 	fmt.Fprintf(w, "desired image:\t%s\n", orDash(h.DesiredImage))
 	booted := orDash(h.BootedImage)
 	if h.BootedImage != "" {
@@ -199,6 +205,25 @@ func (a *app) hostPower() *cobra.Command {
 				return err
 			}
 			return a.print(p, func(w io.Writer) { fmt.Fprintf(w, "%s\tpower %s\n", p.Host, p.State) })
+		},
+	}
+}
+
+func (a *app) hostBootMode() *cobra.Command {
+	return &cobra.Command{
+		Use: "boot-mode NAME bios|uefi|auto", Short: "Set the firmware mode kiln asks the BMC to network-boot the host in", Args: exactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.api()
+			if err != nil {
+				return err
+			}
+			h, err := c.SetBootMode(a.ctx, args[0], args[1])
+			if err != nil {
+				return err
+			}
+			return a.print(h, func(w io.Writer) {
+				fmt.Fprintf(w, "%s	next network boot in %s mode\n", h.Name, orDash(h.NextBootMode()))
+			})
 		},
 	}
 }

@@ -26,6 +26,9 @@ type Host struct {
 	// BootMode is the host's firmware as last seen in DHCP ("bios", "uefi"),
 	// empty before its first netboot. The BMC layer uses it for next-boot.
 	BootMode string `json:"boot_mode,omitempty"`
+	// BootModeOverride, when set ("bios" or "uefi"), is used for the BMC's
+	// next-boot request instead of BootMode.
+	BootModeOverride string `json:"boot_mode_override,omitempty"`
 	// DesiredImage is the ref the host boots next; empty when unassigned.
 	DesiredImage string `json:"desired_image"`
 	// BootedImage and BootedDigest are what the host last reported booted.
@@ -47,6 +50,21 @@ type BMC struct {
 	InsecureTLS bool `json:"insecure_tls,omitempty"`
 	// HasPassword tells whether a password is stored.
 	HasPassword bool `json:"has_password"`
+}
+
+// Firmware boot modes, as seen in DHCP or set by an operator.
+const (
+	BootModeBIOS = "bios"
+	BootModeUEFI = "uefi"
+)
+
+// NextBootMode is the firmware mode for the host's next network boot: the
+// operator's override, else the mode it last netbooted with ("" unknown).
+func (h *Host) NextBootMode() string {
+	if h.BootModeOverride != "" {
+		return h.BootModeOverride
+	}
+	return h.BootMode
 }
 
 // Validate checks a host before it is stored; the error names the field.
@@ -84,6 +102,11 @@ func (h *Host) Validate() error {
 		if !h.IP.Masked().Contains(h.Gateway) {
 			return fmt.Errorf("%w: host %s: gateway %s is outside %s", ErrInvalid, h.Name, h.Gateway, h.IP.Masked())
 		}
+	}
+	switch h.BootModeOverride {
+	case "", BootModeBIOS, BootModeUEFI:
+	default:
+		return fmt.Errorf("%w: host %s: boot mode %q (want bios, uefi or empty for what the host last booted with)", ErrInvalid, h.Name, h.BootModeOverride)
 	}
 	for k, v := range h.Labels {
 		if err := ValidateLabel(k, v); err != nil {

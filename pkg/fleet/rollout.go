@@ -1,6 +1,7 @@
 package fleet
 
 import (
+	"encoding/json"
 	"fmt"
 	"time"
 )
@@ -236,6 +237,51 @@ type Rollout struct {
 	Finished time.Time `json:"finished,omitzero"`
 	// Counts is a snapshot of the hosts' states, refreshed by the engine.
 	Counts RolloutCounts `json:"counts"`
+}
+
+// rolloutJSON is Rollout with BootTimeout as a Go duration string ("15m0s")
+// instead of nanoseconds.
+type rolloutJSON struct {
+	plainRollout
+	BootTimeout string `json:"boot_timeout"`
+}
+
+type plainRollout Rollout
+
+// MarshalJSON writes boot_timeout as a duration string such as "15m0s".
+func (r Rollout) MarshalJSON() ([]byte, error) {
+	return json.Marshal(rolloutJSON{plainRollout(r), r.BootTimeout.String()})
+}
+
+// UnmarshalJSON reads boot_timeout as a duration string (or nanoseconds).
+func (r *Rollout) UnmarshalJSON(b []byte) error {
+	var v struct {
+		plainRollout
+		BootTimeout json.RawMessage `json:"boot_timeout"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*r = Rollout(v.plainRollout)
+	r.BootTimeout = 0
+	if len(v.BootTimeout) == 0 || string(v.BootTimeout) == "null" {
+		return nil
+	}
+	var str string
+	if json.Unmarshal(v.BootTimeout, &str) == nil {
+		d, err := time.ParseDuration(str)
+		if err != nil {
+			return fmt.Errorf("boot_timeout: %w", err)
+		}
+		r.BootTimeout = d
+		return nil
+	}
+	var ns int64
+	if err := json.Unmarshal(v.BootTimeout, &ns); err != nil {
+		return fmt.Errorf("boot_timeout: %w", err)
+	}
+	r.BootTimeout = time.Duration(ns)
+	return nil
 }
 
 // Over reports whether the rollout has ended: a final state and no host

@@ -89,18 +89,18 @@ func (p *Power) PowerCycle(ctx context.Context, host string) error {
 }
 
 // SetNextBootNetwork makes the host's next boot a network boot, in the
-// firmware mode the host last netbooted with (UEFI or legacy), or the BMC's
-// default when kiln has not seen it boot yet.
+// firmware mode set for the host, else the one it last netbooted with (UEFI
+// or legacy), else the BMC's default.
 func (p *Power) SetNextBootNetwork(ctx context.Context, host string) error {
 	t, h, err := p.target(ctx, host)
 	if err != nil {
 		return err
 	}
 	mode := bmc.BootAuto
-	switch h.BootMode {
-	case "uefi":
+	switch h.NextBootMode() {
+	case fleet.BootModeUEFI:
 		mode = bmc.BootUEFI
-	case "bios":
+	case fleet.BootModeBIOS:
 		mode = bmc.BootLegacy
 	}
 	return p.BMC.SetNextBoot(ctx, t, bmc.BootPXE, mode)

@@ -135,4 +135,3 @@ func (s *Store) GC(ctx context.Context, keep int, dryRun bool) (GCResult, error)
 	sort.Strings(res.Images)
 	return res, nil
 }
-

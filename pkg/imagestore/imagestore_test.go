@@ -15,8 +15,8 @@ import (
 
 	"github.com/immutableinfra/kiln/pkg/fleet"
 	"github.com/immutableinfra/kiln/pkg/initramfs"
-	"github.com/immutableinfra/kiln/pkg/testtool"
 	"github.com/immutableinfra/kiln/pkg/store"
+	"github.com/immutableinfra/kiln/pkg/testtool"
 )
 
 const kver = "6.1.0-99-test"

@@ -305,10 +305,11 @@ func (e *Engine) start(ctx context.Context, kind string, hosts []string, req Req
 	return r, nil
 }
 
-// Revert starts a one-host rollout that takes host back to image to, or, when
-// to is empty, to fleet.PreviousImage of its history (`kiln revert HOST
-// --reimage`). A host without a previous image wraps fleet.ErrNotFound.
-func (e *Engine) Revert(ctx context.Context, host, to, actor string) (fleet.Rollout, error) {
+// Revert starts a one-host rollout that takes req.Host back to image req.To,
+// or, when To is empty, to fleet.PreviousImage of its history (`kiln revert
+// HOST --reimage`). A host without a previous image wraps fleet.ErrNotFound.
+func (e *Engine) Revert(ctx context.Context, req RevertRequest) (fleet.Rollout, error) {
+	host, to := req.Host, req.To
 	if err := e.awaitReady(ctx); err != nil {
 		return fleet.Rollout{}, err
 	}
@@ -326,8 +327,12 @@ func (e *Engine) Revert(ctx context.Context, host, to, actor string) (fleet.Roll
 			return fleet.Rollout{}, fmt.Errorf("reimage: revert host %s: %w: no previous image in its history", host, fleet.ErrNotFound)
 		}
 	}
-	return e.start(ctx, fleet.KindRevert, []string{host}, Request{Image: to, Batch: 1, Actor: actor,
-		Reason: fmt.Sprintf("revert from %s", h.DesiredImage)})
+	reason := req.Reason
+	if reason == "" {
+		reason = fmt.Sprintf("revert from %s", h.DesiredImage)
+	}
+	return e.start(ctx, fleet.KindRevert, []string{host}, Request{Image: to, Batch: 1, Actor: req.Actor,
+		BootTimeout: req.BootTimeout, Reason: reason})
 }
 
 // Refresh starts a rollout of the selected hosts that are not on

@@ -595,7 +595,7 @@ func TestRevertAndRefresh(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.host+"->"+tt.want, func(t *testing.T) {
-			r, err := eng.Revert(ctx, tt.host, tt.to, "tech")
+			r, err := eng.Revert(ctx, reimage.RevertRequest{Host: tt.host, To: tt.to, Actor: "tech"})
 			if tt.wantErr != nil {
 				if !errors.Is(err, tt.wantErr) {
 					t.Fatalf("Revert: %v, want %v", err, tt.wantErr)

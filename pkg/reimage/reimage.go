@@ -152,6 +152,18 @@ type Request struct {
 	Actor, Reason string
 }
 
+// RevertRequest asks for a one-host revert with a power cycle (`kiln revert
+// HOST --reimage`).
+type RevertRequest struct {
+	Host string
+	// To is the image to go back to; empty means the previous distinct
+	// image of the host's history.
+	To string
+	// BootTimeout: 0 means Config.BootTimeout.
+	BootTimeout   time.Duration
+	Actor, Reason string
+}
+
 // RefreshRequest asks for a refresh (`kiln refresh`): reimage the selected
 // hosts that are not on NAME@latest yet.
 type RefreshRequest struct {
