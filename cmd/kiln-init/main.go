@@ -47,7 +47,7 @@ type reportOptions struct {
 // exit code. Extra words after PHASE are joined into the message.
 func reportCmd(ctx context.Context, args []string, bootJSONPath string, stderr io.Writer, o reportOptions) int {
 	if len(args) < 1 || args[0] == "" {
-		fmt.Fprintf(stderr, "kiln-init report: usage: kiln-init report PHASE [MESSAGE] (PHASE one of %s)\n", strings.Join(bootagent.Phases(), ", "))
+		fmt.Fprintln(stderr, "kiln-init report: usage: kiln-init report PHASE [MESSAGE] (PHASE: network, fetched, verified, mounted, switching, booted or failed)")
 		return 2
 	}
 	info, err := bootagent.ReadBootInfo(bootJSONPath)

@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/immutableinfra/kiln/pkg/fleet"
 )
 
 // ErrInitNotFound is returned (wrapped) when the image has no init at the
@@ -201,7 +203,7 @@ func (a *Agent) boot(ctx context.Context) error {
 		return fmt.Errorf("network: %w", err)
 	}
 	a.console("network %s in %s", lease, since(t))
-	a.report(ctx, PhaseNetwork, lease.String())
+	a.report(ctx, fleet.PhaseNetwork, lease.String())
 
 	if err := os.MkdirAll(filepath.Dir(a.Paths.Rootfs), 0o755); err != nil {
 		return fmt.Errorf("fetch %s: %w", c.Image, err)
@@ -211,13 +213,13 @@ func (a *Agent) boot(ctx context.Context) error {
 		return fmt.Errorf("fetch %s: %w", c.Image, err)
 	}
 	a.console("fetched %s", res.Summary())
-	a.report(ctx, PhaseFetched, res.Summary())
+	a.report(ctx, fleet.PhaseFetched, res.Summary())
 
 	if err := VerifyDigest(c.Digest, res.Digest); err != nil {
 		return err
 	}
 	a.console("verified %s", res.Digest)
-	a.report(ctx, PhaseVerified, "")
+	a.report(ctx, fleet.PhaseVerified, "")
 
 	t = time.Now()
 	if err := a.Mounter.MountImage(a.Paths); err != nil {
@@ -246,10 +248,10 @@ func (a *Agent) boot(ctx context.Context) error {
 		return &initError{init: c.Init, image: c.Image}
 	}
 	a.console("mounted in %s", since(t))
-	a.report(ctx, PhaseMounted, "")
+	a.report(ctx, fleet.PhaseMounted, "")
 
 	a.console("switching to %s", c.Init)
-	a.report(ctx, PhaseSwitching, c.Init)
+	a.report(ctx, fleet.PhaseSwitching, c.Init)
 	return a.Switcher.SwitchRoot(a.Paths, c.Init)
 }
 
@@ -292,7 +294,7 @@ func (a *Agent) fail(ctx context.Context, err error) {
 	reason := err.Error()
 	a.console("FAILED: %s", reason)
 	a.log().Error("boot failed", "err", err)
-	a.report(ctx, PhaseFailed, reason)
+	a.report(ctx, fleet.PhaseFailed, reason)
 	if a.Config.Debug {
 		a.console("kiln.debug: starting /bin/sh")
 		if serr := a.Switcher.Shell(); serr != nil {

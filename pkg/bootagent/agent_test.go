@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/immutableinfra/kiln/pkg/fleet"
 )
 
 var errBoom = errors.New("boom")
@@ -139,7 +141,7 @@ func TestAgentRun(t *testing.T) {
 	blob := []byte("squashfs image bytes")
 	_, goodDigest := testBlobDigest(blob)
 	cmdline := strings.Replace(baseCmdline, testDigest, goodDigest, 1) + " kiln.reboot_delay=7s"
-	okPhases := []string{PhaseNetwork, PhaseFetched, PhaseVerified, PhaseMounted, PhaseSwitching}
+	okPhases := []string{fleet.PhaseNetwork, fleet.PhaseFetched, fleet.PhaseVerified, fleet.PhaseMounted, fleet.PhaseSwitching}
 	tests := []struct {
 		name       string
 		failAt     string
@@ -157,15 +159,15 @@ func TestAgentRun(t *testing.T) {
 		{name: "modules fail", failAt: "modules", wantCalls: []string{"modules", "reboot"}, wantReason: "load modules: boom"},
 		{name: "network fails", failAt: "network", wantCalls: []string{"modules", "network", "reboot"}, wantReason: "network: boom"},
 		{name: "fetch fails", failAt: "fetch", wantCalls: []string{"modules", "network", "fetch", "reboot"},
-			wantPhases: []string{PhaseNetwork}, wantReason: "fetch debian-12@2026.11.26: boom"},
+			wantPhases: []string{fleet.PhaseNetwork}, wantReason: "fetch debian-12@2026.11.26: boom"},
 		{name: "digest mismatch", blob: []byte("tampered"), wantCalls: []string{"modules", "network", "fetch", "reboot"},
-			wantPhases: []string{PhaseNetwork, PhaseFetched}, wantReason: "digest mismatch: expected " + goodDigest},
+			wantPhases: []string{fleet.PhaseNetwork, fleet.PhaseFetched}, wantReason: "digest mismatch: expected " + goodDigest},
 		{name: "mount fails", failAt: "mount", wantCalls: []string{"modules", "network", "fetch", "mount", "reboot"},
-			wantPhases: []string{PhaseNetwork, PhaseFetched, PhaseVerified}, wantReason: "mount debian-12@2026.11.26: boom"},
+			wantPhases: []string{fleet.PhaseNetwork, fleet.PhaseFetched, fleet.PhaseVerified}, wantReason: "mount debian-12@2026.11.26: boom"},
 		{name: "state mount fails", failAt: "state", extra: " kiln.state=/var/lib/kiln", wantCalls: []string{"modules", "network", "fetch", "mount", "state", "reboot"},
-			wantPhases: []string{PhaseNetwork, PhaseFetched, PhaseVerified}, wantReason: "mount kiln-state at /var/lib/kiln: boom"},
+			wantPhases: []string{fleet.PhaseNetwork, fleet.PhaseFetched, fleet.PhaseVerified}, wantReason: "mount kiln-state at /var/lib/kiln: boom"},
 		{name: "init missing", noInit: true, wantCalls: []string{"modules", "network", "fetch", "mount", "reboot"},
-			wantPhases: []string{PhaseNetwork, PhaseFetched, PhaseVerified}, wantReason: "init /sbin/init not found in image debian-12@2026.11.26"},
+			wantPhases: []string{fleet.PhaseNetwork, fleet.PhaseFetched, fleet.PhaseVerified}, wantReason: "init /sbin/init not found in image debian-12@2026.11.26"},
 		{name: "switch_root fails", failAt: "switch_root /sbin/init", wantCalls: []string{"modules", "network", "fetch", "mount", "switch_root /sbin/init", "reboot"},
 			wantPhases: okPhases, wantReason: "boom"},
 		{name: "debug runs the shell", failAt: "network", extra: " kiln.debug", wantCalls: []string{"modules", "network", "shell"}, wantReason: "network: boom"},
@@ -203,7 +205,7 @@ func TestAgentRun(t *testing.T) {
 				if r.Digest != a.Config.Digest {
 					t.Errorf("report %s digest %q, want %q", r.Phase, r.Digest, a.Config.Digest)
 				}
-				if r.Phase == PhaseFailed {
+				if r.Phase == fleet.PhaseFailed {
 					failed = &f.reports[i]
 					if i != len(f.reports)-1 {
 						t.Errorf("reports after failed: %+v", f.reports[i+1:])

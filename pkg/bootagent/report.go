@@ -11,28 +11,13 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"time"
+
+	"github.com/immutableinfra/kiln/pkg/fleet"
 )
 
-// Boot report phases (docs/boot-protocol.md §2), in the order they happen.
-const (
-	PhaseNetwork   = "network"
-	PhaseFetched   = "fetched"
-	PhaseVerified  = "verified"
-	PhaseMounted   = "mounted"
-	PhaseSwitching = "switching"
-	PhaseBooted    = "booted"
-	PhaseFailed    = "failed"
-)
-
-// Phases returns every phase the protocol knows, in boot order, failed last.
-func Phases() []string {
-	return []string{PhaseNetwork, PhaseFetched, PhaseVerified, PhaseMounted, PhaseSwitching, PhaseBooted, PhaseFailed}
-}
-
-// ErrUnknownPhase is returned (wrapped) for a phase not in Phases.
+// ErrUnknownPhase is returned (wrapped) for a phase fleet.ValidPhase refuses.
 var ErrUnknownPhase = errors.New("unknown boot phase")
 
 // ErrReportRejected is returned (wrapped, with the HTTP status) when kilnd
@@ -76,7 +61,7 @@ type Reporter struct {
 // error wrapping ErrReportUnsent when every attempt failed. It never blocks
 // longer than Attempts × (Timeout + Backoff×2^n) or the context allows.
 func (rp *Reporter) Send(ctx context.Context, r Report) error {
-	if !slices.Contains(Phases(), r.Phase) {
+	if !fleet.ValidPhase(r.Phase) {
 		return fmt.Errorf("%w %q", ErrUnknownPhase, r.Phase)
 	}
 	body, err := json.Marshal(r)

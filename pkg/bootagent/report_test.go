@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/immutableinfra/kiln/pkg/fleet"
 )
 
 // reportServer records reports and answers with the configured statuses.
@@ -57,11 +59,11 @@ func TestReporterSend(t *testing.T) {
 		wantErr  error
 		wantReqs int
 	}{
-		{name: "recorded", report: Report{Phase: PhaseFetched, Digest: testDigest, Message: "412 MiB in 3.1s"}, wantReqs: 1},
-		{name: "5xx retried", answers: []int{500, 503}, report: Report{Phase: PhaseNetwork, Digest: testDigest}, wantReqs: 3},
-		{name: "5xx exhausted", answers: []int{500, 500, 500}, report: Report{Phase: PhaseNetwork}, wantErr: ErrReportUnsent, wantReqs: 3},
-		{name: "403 not retried", answers: []int{403}, report: Report{Phase: PhaseBooted}, wantErr: ErrReportRejected, wantReqs: 1},
-		{name: "400 not retried", answers: []int{400}, report: Report{Phase: PhaseFailed, Message: "x"}, wantErr: ErrReportRejected, wantReqs: 1},
+		{name: "recorded", report: Report{Phase: fleet.PhaseFetched, Digest: testDigest, Message: "412 MiB in 3.1s"}, wantReqs: 1},
+		{name: "5xx retried", answers: []int{500, 503}, report: Report{Phase: fleet.PhaseNetwork, Digest: testDigest}, wantReqs: 3},
+		{name: "5xx exhausted", answers: []int{500, 500, 500}, report: Report{Phase: fleet.PhaseNetwork}, wantErr: ErrReportUnsent, wantReqs: 3},
+		{name: "403 not retried", answers: []int{403}, report: Report{Phase: fleet.PhaseBooted}, wantErr: ErrReportRejected, wantReqs: 1},
+		{name: "400 not retried", answers: []int{400}, report: Report{Phase: fleet.PhaseFailed, Message: "x"}, wantErr: ErrReportRejected, wantReqs: 1},
 		{name: "unknown phase never sent", report: Report{Phase: "rebooting"}, wantErr: ErrUnknownPhase, wantReqs: 0},
 	}
 	for _, tt := range tests {
@@ -99,7 +101,7 @@ func TestReporterUnreachableIsBounded(t *testing.T) {
 	url := ts.URL
 	ts.Close() // nothing listens there any more
 	rp := &Reporter{Server: url, Token: "t", Attempts: 2, Backoff: time.Millisecond, Timeout: time.Second}
-	err := rp.Send(context.Background(), Report{Phase: PhaseFailed})
+	err := rp.Send(context.Background(), Report{Phase: fleet.PhaseFailed})
 	if !errors.Is(err, ErrReportUnsent) {
 		t.Fatalf("err = %v, want ErrReportUnsent", err)
 	}
