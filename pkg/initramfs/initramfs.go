@@ -31,6 +31,8 @@ import (
 	"path"
 	"sort"
 	"strings"
+
+	"github.com/immutableinfra/kiln/pkg/fspath"
 )
 
 // Errors returned by this package, to be checked with errors.Is.
@@ -147,7 +149,7 @@ func Build(w io.Writer, opt Options) (Result, error) {
 	res := Result{KernelVersion: opt.KernelVersion, InitSize: int64(len(opt.Init))}
 	root := opt.Root
 	modDir := "lib/modules/" + opt.KernelVersion
-	realDir, err := resolve(root, modDir)
+	realDir, err := fspath.Realpath(root, modDir)
 	if err == nil {
 		var fi fs.FileInfo
 		if fi, err = fs.Stat(root, realDir); err == nil && !fi.IsDir() {
@@ -199,7 +201,7 @@ func Build(w io.Writer, opt Options) (Result, error) {
 		members = append(members, member{
 			name: modDir + "/" + mods[i].Path, kind: sIFREG, perm: 0o644,
 			data: func() ([]byte, error) {
-				raw, err := readFileResolved(root, src)
+				raw, err := fspath.ReadFile(root, src)
 				if err != nil {
 					return nil, fmt.Errorf("%w: %s: %w", ErrModule, mods[idx].Source, err)
 				}
@@ -295,65 +297,4 @@ func (c *countWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
 	c.n += int64(n)
 	return n, err
-}
-
-// maxLinkHops bounds symlink resolution, like the kernel's ELOOP limit.
-const maxLinkHops = 40
-
-// resolve returns name with every symlink in it resolved inside fsys
-// (absolute targets are relative to fsys's root; ".." never leaves it). When
-// fsys does not implement fs.ReadLinkFS, name is returned unchanged.
-func resolve(fsys fs.FS, name string) (string, error) {
-	if _, ok := fsys.(fs.ReadLinkFS); !ok {
-		return name, nil
-	}
-	pending := strings.Split(name, "/")
-	var done []string
-	hops := 0
-	for len(pending) > 0 {
-		c := pending[0]
-		pending = pending[1:]
-		switch c {
-		case "", ".":
-			continue
-		case "..":
-			if len(done) > 0 {
-				done = done[:len(done)-1]
-			}
-			continue
-		}
-		cur := path.Join(append(done, c)...)
-		fi, err := fs.Lstat(fsys, cur)
-		if err != nil {
-			return "", err
-		}
-		if fi.Mode()&fs.ModeSymlink == 0 {
-			done = append(done, c)
-			continue
-		}
-		if hops++; hops > maxLinkHops {
-			return "", fmt.Errorf("%s: too many levels of symbolic links", name)
-		}
-		target, err := fs.ReadLink(fsys, cur)
-		if err != nil {
-			return "", err
-		}
-		if strings.HasPrefix(target, "/") {
-			done = nil
-		}
-		pending = append(strings.Split(target, "/"), pending...)
-	}
-	if len(done) == 0 {
-		return ".", nil
-	}
-	return path.Join(done...), nil
-}
-
-// readFileResolved reads name from fsys after resolving symlinks in it.
-func readFileResolved(fsys fs.FS, name string) ([]byte, error) {
-	p, err := resolve(fsys, name)
-	if err != nil {
-		return nil, err
-	}
-	return fs.ReadFile(fsys, p)
 }

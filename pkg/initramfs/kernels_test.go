@@ -6,6 +6,8 @@ import (
 	"io/fs"
 	"sort"
 	"strings"
+
+	"github.com/immutableinfra/kiln/pkg/fspath"
 )
 
 // kernel is a kernel found in an image root by findKernels (a test helper;
@@ -22,7 +24,7 @@ type kernel struct {
 // with no kernel yields an empty slice and no error; an unreadable boot
 // directory is an error.
 func findKernels(root fs.FS) ([]kernel, error) {
-	bootDir, err := resolve(root, "boot")
+	bootDir, err := fspath.Realpath(root, "boot")
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, nil
@@ -42,7 +44,7 @@ func findKernels(root fs.FS) ([]kernel, error) {
 		if !ok || kver == "" {
 			continue
 		}
-		md, err := resolve(root, "lib/modules/"+kver)
+		md, err := fspath.Realpath(root, "lib/modules/"+kver)
 		if err != nil {
 			continue
 		}

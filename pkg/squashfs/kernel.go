@@ -5,8 +5,9 @@ import (
 	"fmt"
 	"io/fs"
 	"path"
-	"slices"
 	"strings"
+
+	"github.com/immutableinfra/kiln/pkg/fspath"
 )
 
 // FindKernel finds the Linux kernel of an OS image. It looks at
@@ -26,7 +27,7 @@ func FindKernel(fsys fs.FS) (path string, kver string, err error) {
 	var cands []cand
 	seen := map[string]bool{}
 	add := func(name string) error {
-		p, err := realpath(fsys, name)
+		p, err := fspath.Realpath(fsys, name)
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil
 		}
@@ -97,62 +98,6 @@ func onlyModulesDir(fsys fs.FS) string {
 		return ""
 	}
 	return dirs[0]
-}
-
-// realpath resolves the symbolic links of name within fsys.
-func realpath(fsys fs.FS, name string) (string, error) {
-	if rp, ok := fsys.(interface{ Realpath(string) (string, error) }); ok {
-		return rp.Realpath(name)
-	}
-	if _, ok := fsys.(fs.ReadLinkFS); !ok {
-		if _, err := fs.Stat(fsys, name); err != nil {
-			return "", err
-		}
-		return name, nil
-	}
-	var done []string
-	todo := strings.Split(name, "/")
-	slices.Reverse(todo)
-	links := 0
-	for len(todo) > 0 {
-		c := todo[len(todo)-1]
-		todo = todo[:len(todo)-1]
-		switch c {
-		case "", ".":
-			continue
-		case "..":
-			if len(done) > 0 {
-				done = done[:len(done)-1]
-			}
-			continue
-		}
-		p := strings.Join(append(done, c), "/")
-		fi, err := fs.Lstat(fsys, p)
-		if err != nil {
-			return "", err
-		}
-		if fi.Mode()&fs.ModeSymlink == 0 {
-			done = append(done, c)
-			continue
-		}
-		if links++; links > maxLinks {
-			return "", ErrSymlinkLoop
-		}
-		t, err := fs.ReadLink(fsys, p)
-		if err != nil {
-			return "", err
-		}
-		if strings.HasPrefix(t, "/") {
-			done = done[:0]
-		}
-		parts := strings.Split(t, "/")
-		slices.Reverse(parts)
-		todo = append(todo, parts...)
-	}
-	if len(done) == 0 {
-		return ".", nil
-	}
-	return strings.Join(done, "/"), nil
 }
 
 // compareVersions compares kernel versions: runs of digits numerically,
