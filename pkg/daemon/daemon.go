@@ -213,7 +213,12 @@ func serveNetboot(ctx context.Context, g *errgroup.Group, cfg Config, advertise 
 	if cfg.TFTP == "on" {
 		root := firmware.FS()
 		if cfg.TFTPAssets != "" {
-			root = tftp.Overlay(root, os.DirFS(cfg.TFTPAssets))
+			// An os.Root, unlike os.DirFS, never follows a link out of the folder.
+			assets, err := os.OpenRoot(cfg.TFTPAssets)
+			if err != nil {
+				return fmt.Errorf("tftp-assets: %w", err)
+			}
+			root = tftp.Overlay(root, assets.FS())
 		}
 		srv, err := tftp.New(tftp.Config{Root: root}, log.With("component", "tftp"), reg)
 		if err != nil {
