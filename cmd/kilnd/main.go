@@ -74,7 +74,7 @@ func loadConfig(args []string) (daemon.Config, error) {
 		}})
 	}
 	boolean := func(p *bool, name, usage string) {
-		fs.String(name, "", usage+" (true or false, default false)")
+		fs.Var(new(boolValue), name, usage+" (default false)")
 		setters = append(setters, setter{name, envName(name), func(v string) error {
 			switch v {
 			case "true", "1", "yes":
@@ -154,6 +154,14 @@ func loadConfig(args []string) (daemon.Config, error) {
 	}
 	return cfg, nil
 }
+
+// boolValue lets a boolean flag stand alone (--discovery) or take a value
+// (--discovery=false); the layering code parses what it holds.
+type boolValue string
+
+func (b *boolValue) String() string     { return string(*b) }
+func (b *boolValue) Set(v string) error { *b = boolValue(v); return nil }
+func (b *boolValue) IsBoolFlag() bool   { return true }
 
 func envName(flag string) string {
 	return "KILN_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))

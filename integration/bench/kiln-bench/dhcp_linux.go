@@ -55,7 +55,7 @@ func (r *runner) dhcp(ctx context.Context) error {
 		{Kiln, func(ctx context.Context, dir string) (*proc, error) {
 			// kilnd as users run it: leases durable in bbolt, discovery on.
 			pr, err := r.startKilnd(ctx, p.srvNS, dir, "--interface", p.srvIf, "--advertise-ip", serverIP,
-				"--dhcp-subnet", subnet, "--dhcp-range", dhcpStart+"-"+dhcpEnd, "--discovery", "true", "--tftp", "off")
+				"--dhcp-subnet", subnet, "--dhcp-range", dhcpStart+"-"+dhcpEnd, "--discovery", "--tftp", "off")
 			if err != nil {
 				return nil, err
 			}
