@@ -140,3 +140,42 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestGracefulShutdownFinishesImport sends SIGTERM while an import is
+// streaming: the request in flight completes, then kilnd exits 0 and the
+// image is there after a restart.
+func TestGracefulShutdownFinishesImport(t *testing.T) {
+	dir := t.TempDir()
+	d := startDaemon(t, dir)
+	img := squashfs(t, "graceful")
+	raw, _ := os.ReadFile(img)
+
+	pr, pw := io.Pipe()
+	cmd := exec.Command(filepath.Join(binDir, "kiln"), "image", "import", "graceful@1", "--rootfs", "/dev/stdin")
+	cmd.Env = append(os.Environ(), "KILN_SERVER=http://"+d.addr, "KILN_DATA_DIR="+dir)
+	cmd.Stdin = pr
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pw.Write(raw[:len(raw)/2])
+	waitFor(t, "the import to be under way", func() bool {
+		m, _ := filepath.Glob(filepath.Join(dir, "blobs", "tmp", "*"))
+		return len(m) > 0
+	})
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	time.Sleep(300 * time.Millisecond) // kilnd is shutting down now
+	pw.Write(raw[len(raw)/2:])
+	pw.Close()
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("the import in flight at SIGTERM failed: %v\n%s", err, out.String())
+	}
+	if err := d.cmd.Wait(); err != nil {
+		t.Fatalf("kilnd did not exit cleanly after SIGTERM: %v\n%s", err, d.log)
+	}
+	d2 := startDaemon(t, dir)
+	if list := d2.ok("image", "list"); !strings.Contains(list, "graceful@1") {
+		t.Fatalf("image missing after restart: %s", list)
+	}
+}
