@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -126,8 +125,8 @@ func killNetns(name string) {
 }
 
 // Down removes a lab that another process started (make lab-down): every
-// process in the namespace, the namespace and, when dir is not empty, the
-// processes recorded under dir. Missing pieces are fine.
+// process in the namespace, then the namespace. A lab that is not there is
+// fine.
 func Down(name string) error {
 	if !NetnsExists(name) {
 		return nil
@@ -224,22 +223,4 @@ func tail(path string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
-}
-
-// Copy copies a file (for corrupting blobs and such in tests).
-func Copy(dst, src string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.Create(dst)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
 }
