@@ -209,24 +209,30 @@ func TestStats(t *testing.T) {
 
 func TestVerdict(t *testing.T) {
 	for _, tc := range []struct {
-		name  string
-		ratio float64
-		peer  Peer
-		want  string
+		name          string
+		ratio, lo, hi float64
+		peer          Peer
+		want          string
 	}{
-		{"info", 0.5, Peer{Name: "x"}, "info"},
-		{"min met", 1.0, Peer{Name: "x", Min: 0.9}, "PASS"},
-		{"min missed", 0.89, Peer{Name: "x", Min: 0.9}, "**MISS**"},
-		{"max met", 1.0, Peer{Name: "x", Max: 1.0}, "PASS"},
-		{"max missed", 1.01, Peer{Name: "x", Max: 1.0}, "**MISS**"},
-		{"no data", math.NaN(), Peer{Name: "x", Min: 1}, "MISS (no data)"},
-		{"peer zero", math.Inf(1), Peer{Name: "x", Min: 1}, "MISS (no data)"},
+		{"info", 0.5, 0.4, 0.6, Peer{Name: "x"}, "info"},
+		{"min met", 1.0, 0.95, 1.05, Peer{Name: "x", Min: 0.9}, "PASS"},
+		{"min missed", 0.89, 0.85, 0.89, Peer{Name: "x", Min: 0.9}, "**MISS**"},
+		{"min missed within noise", 0.89, 0.85, 0.95, Peer{Name: "x", Min: 0.9}, "**MISS** (within noise)"},
+		{"max met", 1.0, 0.9, 1.0, Peer{Name: "x", Max: 1.0}, "PASS"},
+		{"max met within noise", 0.98, 0.9, 1.1, Peer{Name: "x", Max: 1.0}, "PASS (within noise)"},
+		{"max missed", 1.01, 1.01, 1.2, Peer{Name: "x", Max: 1.0}, "**MISS**"},
+		{"no data", math.NaN(), math.NaN(), math.NaN(), Peer{Name: "x", Min: 1}, "MISS (no data)"},
+		{"peer zero", math.Inf(1), 0, math.Inf(1), Peer{Name: "x", Min: 1}, "MISS (no data)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := verdict(tc.ratio, tc.peer); got != tc.want {
+			if got := verdict(tc.ratio, tc.lo, tc.hi, tc.peer); got != tc.want {
 				t.Fatalf("got %q, want %q", got, tc.want)
 			}
 		})
+	}
+	lo, hi := ratioRange([]float64{3, 4}, []float64{2, 8})
+	if lo != 3.0/8 || hi != 2 {
+		t.Fatalf("ratioRange = %v, %v; want 0.375, 2", lo, hi)
 	}
 }
 
@@ -241,7 +247,7 @@ func TestMarkdownGolden(t *testing.T) {
 	for _, v := range []float64{3000, 4000, 3500} {
 		r.Add("dhcp", "max rate", Kiln, v)
 	}
-	for _, v := range []float64{2500, 2500, 3000} {
+	for _, v := range []float64{2500, 2500, 3200} {
 		r.Add("dhcp", "max rate", "kea", v)
 	}
 	r.Add("dhcp", "max rate", "dnsmasq", 250)
@@ -260,7 +266,7 @@ func TestMarkdownGolden(t *testing.T) {
 	if got != want {
 		t.Fatalf("report differs from %s (-update rewrites it):\n%s", golden, got)
 	}
-	for _, s := range []string{"| dhcp | max rate (/s) | 3500 ±14% | kea | 2500 ±10% | 1.40 | ≥ 1.00 | PASS |",
+	for _, s := range []string{"| dhcp | max rate (/s) | 3500 ±14% | kea | 2500 ±14% | 1.40 | ≥ 1.00 | PASS (within noise) |", // 3000/3200 < 1
 		"| dhcp | max rate (/s) | 3500 ±14% | dnsmasq | 250.0 | 14.00 | ≥ 2.00 | PASS |",
 		"| tftp | ipxe.efi ×1 curl (ms) ↓ | 90.00 | dnsmasq | 60.00 | 1.50 | ≤ 1.00 | **MISS** |",
 		"| tftp | ipxe.efi ×1 curl (ms) ↓ | 90.00 | tftpd-hpa | — | — |  | info |"} {

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -150,18 +151,32 @@ func num(v float64) string {
 	}
 }
 
-// Verdict of one row.
-func verdict(ratio float64, p Peer) string {
+// verdict of one row: PASS or MISS against the peer's bounds, marked
+// "(within noise)" when the ratio's range over the samples (lo..hi, from
+// the extremes of kiln's and the peer's samples) straddles a bound.
+func verdict(ratio, lo, hi float64, p Peer) string {
 	if p.Min == 0 && p.Max == 0 {
 		return "info"
 	}
 	if math.IsNaN(ratio) || math.IsInf(ratio, 0) {
 		return "MISS (no data)"
 	}
+	v := "PASS"
 	if (p.Min != 0 && ratio < p.Min) || (p.Max != 0 && ratio > p.Max) {
-		return "**MISS**"
+		v = "**MISS**"
 	}
-	return "PASS"
+	if (p.Min != 0 && lo < p.Min && p.Min <= hi) || (p.Max != 0 && lo <= p.Max && p.Max < hi) {
+		v += " (within noise)"
+	}
+	return v
+}
+
+// ratioRange is the least and greatest kiln/peer over all pairs of samples.
+func ratioRange(kiln, peer []float64) (lo, hi float64) {
+	if len(kiln) == 0 || len(peer) == 0 {
+		return math.NaN(), math.NaN()
+	}
+	return slices.Min(kiln) / slices.Max(peer), slices.Max(kiln) / slices.Min(peer)
 }
 
 func target(p Peer) string {
@@ -188,7 +203,8 @@ func (r *Results) render(cfg Config, now time.Time, took time.Duration) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "## kiln-bench — %s, %d repetition(s)%s, %s\n\n", now.UTC().Format("2006-01-02 15:04 UTC"), cfg.Reps,
 		map[bool]string{true: ", -quick", false: ""}[cfg.Quick], took.Round(time.Second))
-	b.WriteString("Medians over repetitions (± half the range, in % of the median). Ratio = kiln / peer.\n\n")
+	b.WriteString("Medians over repetitions (± half the range, in % of the median). Ratio = kiln / peer of the medians; " +
+		"\"within noise\": the ratio over the extreme samples crosses the target.\n\n")
 	b.WriteString("| section | metric | kiln | peer | peer value | kiln/peer | target | result |\n")
 	b.WriteString("|---|---|---:|---|---:|---:|---|---|\n")
 	for _, m := range r.metrics {
@@ -211,7 +227,8 @@ func (r *Results) render(cfg Config, now time.Time, took time.Duration) string {
 			if !math.IsNaN(ratio) && !math.IsInf(ratio, 0) {
 				rs = fmt.Sprintf("%.2f", ratio)
 			}
-			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", m.Section, name, format(kv), p.Name, format(pv), rs, target(p), verdict(ratio, p))
+			lo, hi := ratioRange(kv, pv)
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", m.Section, name, format(kv), p.Name, format(pv), rs, target(p), verdict(ratio, lo, hi, p))
 		}
 	}
 	b.WriteString("\n↓: lower is better (times, CPU); elsewhere higher is better.\n")
