@@ -132,7 +132,10 @@ func (r *runner) boot(ctx context.Context) error {
 			if next == len(bootMilestones) {
 				break
 			}
-			if time.Now().After(deadline) || ctx.Err() != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("%s: interrupted before %q: %w", server, bootMilestones[next].marker, context.Cause(ctx))
+			}
+			if time.Now().After(deadline) {
 				return fmt.Errorf("%s: host did not reach %q within 3m (console tail):\n%s", server, bootMilestones[next].marker, tailString(con, 20))
 			}
 			time.Sleep(20 * time.Millisecond)
