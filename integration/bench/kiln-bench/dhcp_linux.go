@@ -55,7 +55,7 @@ func (r *runner) dhcp(ctx context.Context) error {
 		{Kiln, func(ctx context.Context, dir string) (*proc, error) {
 			// kilnd as users run it: leases durable in bbolt, discovery on.
 			pr, err := r.startKilnd(ctx, p.srvNS, dir, "--interface", p.srvIf, "--advertise-ip", serverIP,
-				"--dhcp-subnet", subnet, "--dhcp-range", dhcpStart+"-"+dhcpEnd, "--discovery", "--tftp", "off")
+				"--dhcp-subnet", subnet, "--dhcp-range", dhcpStart+"-"+dhcpEnd, "--discovery=true", "--tftp", "off")
 			if err != nil {
 				return nil, err
 			}
@@ -97,7 +97,7 @@ func (r *runner) dhcp(ctx context.Context) error {
 	rates := []int{100, 250, 500, 1000, 1500, 2000, 2500, 3000, 4000, 5000, 6000, 7000, 8000, 9000, 10000, 12000, 15000}
 	period := 4
 	if r.cfg.Quick {
-		rates, period = []int{250, 500, 1000, 2000, 4000, 8000}, 3
+		rates, period = []int{250, 500, 1000, 2000, 4000, 8000, 12000, 16000}, 3
 	}
 	run := func(s dhcpServer, rate, period int, timers bool) (Perfdhcp, error) {
 		dir, err := os.MkdirTemp(r.work, "dhcp-"+s.name+"-")
@@ -158,6 +158,9 @@ func (r *runner) dhcp(ctx context.Context) error {
 		}
 		for i, s := range servers {
 			r.res.Add(sec, rateM, s.name, float64(best[i]))
+			if best[i] == rates[len(rates)-1] {
+				r.res.Note("dhcp: %s passed the highest step (%d/s) in repetition %d: its figure is a lower bound", s.name, best[i], rep+1)
+			}
 		}
 		r.logf("dhcp rep %d: best rates %v (kiln, kea, dnsmasq)", rep+1, best)
 		for i, s := range servers {

@@ -135,6 +135,11 @@ func (c *Config) normalize() error {
 	if c.Bin, err = filepath.Abs(c.Bin); err != nil {
 		return fmt.Errorf("-bin: %w", err)
 	}
+	for _, b := range []string{"kilnd", "kiln", "kiln-init"} {
+		if _, err := os.Stat(filepath.Join(c.Bin, b)); err != nil {
+			return fmt.Errorf("-bin %s: %w (run make build)", c.Bin, err)
+		}
+	}
 	if c.Cache == "" {
 		c.Cache = filepath.Join(c.Repo, ".work", "bench-cache")
 	}

@@ -278,16 +278,23 @@ func TestMarkdownGolden(t *testing.T) {
 
 func TestConfigNormalize(t *testing.T) {
 	repo, _ := filepath.Abs("../../..")
+	bin := t.TempDir()
+	for _, b := range []string{"kilnd", "kiln", "kiln-init"} {
+		if err := os.WriteFile(filepath.Join(bin, b), nil, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for _, tc := range []struct {
 		name string
 		cfg  Config
 		err  string
 	}{
-		{"defaults", Config{Repo: repo}, ""},
-		{"bad section", Config{Repo: repo, Only: []string{"dns"}}, "-only"},
-		{"bad reps", Config{Repo: repo, Reps: 50}, "-reps"},
-		{"bad deadline", Config{Repo: repo, Deadline: -time.Second}, "-deadline"},
-		{"not the repo", Config{Repo: t.TempDir()}, "-repo"},
+		{"defaults", Config{Repo: repo, Bin: bin}, ""},
+		{"bad section", Config{Repo: repo, Bin: bin, Only: []string{"dns"}}, "-only"},
+		{"bad reps", Config{Repo: repo, Bin: bin, Reps: 50}, "-reps"},
+		{"bad deadline", Config{Repo: repo, Bin: bin, Deadline: -time.Second}, "-deadline"},
+		{"not the repo", Config{Repo: t.TempDir(), Bin: bin}, "-repo"},
+		{"no binaries", Config{Repo: repo, Bin: t.TempDir()}, "-bin"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.cfg.normalize()
