@@ -97,6 +97,13 @@ test-debian: build ## Build the Debian 12 image and netboot it to multi-user in 
 	$(MAKE) -C images debian VERSION=$(DEBIAN_VERSION)
 	KILN_DEBIAN_IMAGE=$(CURDIR)/images/build/debian-12-$(DEBIAN_VERSION).squashfs $(MAKE) --no-print-directory integration IT_RUN=TestDebianImage
 
+.PHONY: bench
+bench: build images ## kiln against dnsmasq, Kea, nginx, tftpd-hpa side by side (root; not part of make test)
+	@if [ "$$(id -u)" != 0 ]; then echo "make bench needs root (network namespaces)"; exit 1; fi
+	integration/deps.sh bench
+	@mkdir -p .work
+	$(GO) run ./integration/bench/kiln-bench -bin $(BIN) -out .work/bench.md $(BENCH_FLAGS)
+
 .PHONY: images
 images: ## Build the test image (two versions) under images/build
 	$(MAKE) -C images testimage VERSION=1

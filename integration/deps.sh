@@ -7,7 +7,7 @@ set -euo pipefail
 declare -A sets=(
   [test]="systemd squashfs-tools cpio busybox-static kmod zstd iproute2 curl socat atftp ipmitool openipmi qemu-system-x86 qemu-utils ovmf ipxe"
   [lab]="squashfs-tools cpio busybox-static kmod iproute2 curl socat ipmitool openipmi qemu-system-x86 qemu-utils ovmf ipxe"
-  [bench]="kea-admin kea-dhcp4-server dnsmasq-base nginx-light atftp tftpd-hpa wrk curl"
+  [bench]="kea-admin kea-dhcp4-server dnsmasq-base nginx-light atftp tftpd-hpa wrk curl squashfs-tools qemu-system-x86 ipmitool openipmi iproute2"
   [debian]="debootstrap squashfs-tools zstd"
 )
 
@@ -15,6 +15,7 @@ want=()
 for s in "${@:-test}"; do
   [[ -n "${sets[$s]:-}" ]] || { echo "deps.sh: unknown set $s (test, lab, bench, debian)" >&2; exit 2; }
   for p in ${sets[$s]}; do
+    [[ " ${want[*]} " == *" $p "* ]] && continue
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || want+=("$p")
   done
 done

@@ -92,7 +92,8 @@ func up(ctx context.Context, bin, dir string, n int, img1, img2 string) error {
 	ok := false
 	defer func() {
 		if !ok {
-			fmt.Fprintln(os.Stderr, "kiln-lab: failed; removing the lab (kilnd log:", lab.Kilnd.LogPath+")")
+			fmt.Fprintln(os.Stderr, "kiln-lab: failed; removing the lab (its logs stay in", dir+")")
+			stopForwarder(dir)
 			lab.Close()
 		}
 	}()
@@ -168,8 +169,14 @@ func up(ctx context.Context, bin, dir string, n int, img1, img2 string) error {
 // socat in the root namespace that runs, per connection, a socat inside the
 // lab namespace. No interface or route joins the two namespaces.
 func forward(ctx context.Context, dir string, lab *labkit.Lab) error {
-	target := fmt.Sprintf("ip netns exec %s socat STDIO TCP:%s:%d", netns, labkit.ServerIP, labkit.APIPort)
-	cmd := exec.Command("socat", "TCP-LISTEN:"+strings.Split(forwardAddr, ":")[1]+",bind=127.0.0.1,fork,reuseaddr", "EXEC:"+target)
+	// socat's EXEC address cannot hold the colons of the inner address:
+	// the inner socat is started through a script.
+	script := filepath.Join(dir, "forward.sh")
+	body := fmt.Sprintf("#!/bin/sh\nexec ip netns exec %s socat STDIO TCP:%s:%d\n", netns, labkit.ServerIP, labkit.APIPort)
+	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
+		return err
+	}
+	cmd := exec.Command("socat", "TCP-LISTEN:"+strings.Split(forwardAddr, ":")[1]+",bind=127.0.0.1,fork,reuseaddr", "EXEC:"+script)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	logf, err := os.Create(filepath.Join(dir, "forward.log"))
 	if err != nil {
@@ -193,14 +200,19 @@ func forward(ctx context.Context, dir string, lab *labkit.Lab) error {
 	}
 }
 
+// stopForwarder stops the API forwarder recorded under dir, if any.
+func stopForwarder(dir string) {
+	if b, err := os.ReadFile(filepath.Join(dir, "forward.pid")); err == nil {
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+			syscall.Kill(-pid, syscall.SIGTERM) // its own session: the forks go too
+		}
+	}
+}
+
 // down removes every process, namespace and file a lab made.
 func down(dir string) error {
 	dir = abs(dir)
-	if b, err := os.ReadFile(filepath.Join(dir, "forward.pid")); err == nil {
-		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
-			syscall.Kill(-pid, syscall.SIGTERM)
-		}
-	}
+	stopForwarder(dir)
 	if err := labkit.Down(netns); err != nil {
 		return err
 	}
