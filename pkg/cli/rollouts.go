@@ -251,7 +251,7 @@ func (a *app) rolloutCmd() *cobra.Command {
 			return a.print(ros, func(w io.Writer) {
 				fmt.Fprintln(w, "ID\tKIND\tIMAGE\tHOSTS\tSTATE\tACTOR\tCREATED")
 				for _, ro := range ros {
-					fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", ro.ID, ro.Kind, ro.Image, len(ro.Hosts), ro.State, ro.Actor, ro.Created.Format("2006-01-02 15:04:05"))
+					fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", ro.ID, ro.Kind, ro.Image, max(len(ro.Hosts), ro.Counts.Total), ro.State, ro.Actor, ro.Created.Format("2006-01-02 15:04:05"))
 				}
 			})
 		},
