@@ -84,26 +84,36 @@ func (s *Server) rollouts(w http.ResponseWriter, r *http.Request) bool {
 	return true
 }
 
-func (s *Server) startRollout(w http.ResponseWriter, r *http.Request) {
-	var req RolloutRequest
-	if !s.decode(w, r, &req) || !s.rollouts(w, r) {
-		return
+// rolloutBody decodes a rollout request into req and parses its boot
+// timeout; false means the answer was written already.
+func (s *Server) rolloutBody(w http.ResponseWriter, r *http.Request, req any, bootTimeout *string) (time.Duration, bool) {
+	if !s.decode(w, r, req) || !s.rollouts(w, r) {
+		return 0, false
 	}
-	timeout, err := parseTimeout(req.BootTimeout)
+	timeout, err := parseTimeout(*bootTimeout)
 	if err != nil {
 		s.fail(w, r, err)
+		return 0, false
+	}
+	return timeout, true
+}
+
+// batchOrOne is a request's batch size; 0 (not given) means one host at a time.
+func batchOrOne(n int) int { return max(n, 1) }
+
+func (s *Server) startRollout(w http.ResponseWriter, r *http.Request) {
+	var req RolloutRequest
+	timeout, ok := s.rolloutBody(w, r, &req, &req.BootTimeout)
+	if !ok {
 		return
 	}
 	var ro fleet.Rollout
+	var err error
 	if req.Revert != "" {
 		ro, err = s.cfg.Rollouts.Revert(r.Context(), reimage.RevertRequest{Host: req.Revert, To: req.Ref, BootTimeout: timeout, Actor: actor(r), Reason: req.Reason})
 	} else {
-		batch := req.Batch
-		if batch == 0 {
-			batch = 1
-		}
 		ro, err = s.cfg.Rollouts.Start(r.Context(), reimage.Request{Hosts: req.Hosts, Selector: req.Selector, Image: req.Ref,
-			Batch: batch, MaxFailures: req.MaxFailures, BootTimeout: timeout, AutoRevert: req.AutoRevert, Actor: actor(r), Reason: req.Reason})
+			Batch: batchOrOne(req.Batch), MaxFailures: req.MaxFailures, BootTimeout: timeout, AutoRevert: req.AutoRevert, Actor: actor(r), Reason: req.Reason})
 	}
 	if err != nil {
 		s.fail(w, r, err)
@@ -114,19 +124,11 @@ func (s *Server) startRollout(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) refresh(w http.ResponseWriter, r *http.Request) {
 	var req RefreshRequest
-	if !s.decode(w, r, &req) || !s.rollouts(w, r) {
+	timeout, ok := s.rolloutBody(w, r, &req, &req.BootTimeout)
+	if !ok {
 		return
 	}
-	timeout, err := parseTimeout(req.BootTimeout)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	batch := req.Batch
-	if batch == 0 {
-		batch = 1
-	}
-	ro, err := s.cfg.Rollouts.Refresh(r.Context(), reimage.RefreshRequest{Selector: req.Selector, Image: req.Image, Batch: batch,
+	ro, err := s.cfg.Rollouts.Refresh(r.Context(), reimage.RefreshRequest{Selector: req.Selector, Image: req.Image, Batch: batchOrOne(req.Batch),
 		MaxFailures: req.MaxFailures, BootTimeout: timeout, AutoRevert: req.AutoRevert, Actor: actor(r), Reason: req.Reason})
 	if errors.Is(err, reimage.ErrNothingToDo) {
 		writeJSON(w, http.StatusOK, RefreshResponse{NothingToDo: true, Message: err.Error()})

@@ -175,15 +175,8 @@ func (f *Fake) PowerState(ctx context.Context, t Target) (PowerState, error) {
 // SetPower applies a power action with the Manager's semantics: on/off are
 // idempotent, cycle powers on a host that is off.
 func (f *Fake) SetPower(ctx context.Context, t Target, a PowerAction) error {
-	var o op
-	switch a {
-	case ActionOn:
-		o = opPowerOn
-	case ActionOff:
-		o = opPowerOff
-	case ActionCycle:
-		o = opPowerCycle
-	default:
+	o, ok := powerOp(a)
+	if !ok {
 		err := &Error{Host: t.Host, Op: "power " + string(a), Err: &cause{kind: ErrUnsupported, msg: fmt.Sprintf("unknown power action %q", a)}}
 		f.record(Call{Host: t.Host, Op: err.Op, Err: err})
 		return err

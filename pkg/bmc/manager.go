@@ -137,6 +137,19 @@ func (m *Manager) PowerState(ctx context.Context, t Target) (PowerState, error) 
 	return st, err
 }
 
+// powerOp is the operation of a power action; false for an unknown action.
+func powerOp(a PowerAction) (op, bool) {
+	switch a {
+	case ActionOn:
+		return opPowerOn, true
+	case ActionOff:
+		return opPowerOff, true
+	case ActionCycle:
+		return opPowerCycle, true
+	}
+	return op{}, false
+}
+
 // SetPower applies a power action. ActionOn on a host that is on and
 // ActionOff on a host that is off succeed without touching the host.
 // ActionOff returns once the BMC reports the host off (at most
@@ -144,15 +157,8 @@ func (m *Manager) PowerState(ctx context.Context, t Target) (PowerState, error) 
 // it on; on a host in an unknown state it powers off, waits for "off" and
 // powers on. A cycle is never retried once it may have reached the BMC.
 func (m *Manager) SetPower(ctx context.Context, t Target, a PowerAction) error {
-	var o op
-	switch a {
-	case ActionOn:
-		o = opPowerOn
-	case ActionOff:
-		o = opPowerOff
-	case ActionCycle:
-		o = opPowerCycle
-	default:
+	o, ok := powerOp(a)
+	if !ok {
 		return m.fail(t, nil, op{"power " + string(a), "power_invalid"},
 			&cause{kind: ErrUnsupported, msg: fmt.Sprintf("unknown power action %q (want on, off or cycle)", a)})
 	}
