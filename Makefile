@@ -73,7 +73,7 @@ integration: build
 	@if [ "$$(id -u)" != 0 ]; then echo "integration tests need root (network namespaces, mounts, QEMU)"; exit 1; fi
 	@mkdir -p .work
 	KILN_REQUIRE_TOOLS=1 KILN_BIN=$(BIN) $(GO) test -tags integration -count=1 -timeout $(IT_TIMEOUT) -run '$(IT_RUN)' -v ./integration 2>&1 | \
-		tee $(CURDIR)/.work/integration.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go:' ; exit $${PIPESTATUS[0]}
+		tee $(CURDIR)/.work/integration.log | grep --line-buffered -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go:' ; exit $${PIPESTATUS[0]}
 
 LAB_HOSTS ?= 3
 
