@@ -28,7 +28,7 @@ type Store interface {
 	UpdateHost(ctx context.Context, name string, fn func(*fleet.Host) error) (fleet.Host, error)
 	DeleteHost(ctx context.Context, name string) error
 	SetSecret(ctx context.Context, host string, sealed []byte) error
-	AssignHosts(ctx context.Context, hosts []string, ref, actor, reason string) ([]fleet.Host, error)
+	AssignHosts(ctx context.Context, hosts []string, ref, actor, reason string) ([]fleet.Host, []string, error)
 	History(ctx context.Context, host string) ([]fleet.HistoryEntry, error)
 	Reports(ctx context.Context, host string, limit int) ([]fleet.BootReport, error)
 	Image(ctx context.Context, ref string) (fleet.Image, error)
@@ -258,6 +258,9 @@ func (s *Server) createHost(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) event(r *http.Request, es ...fleet.Event) {
+	if len(es) == 0 {
+		return
+	}
 	for i := range es {
 		es[i].Actor = actor(r)
 	}
@@ -396,14 +399,14 @@ func (s *Server) assign(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	hosts, err := s.cfg.Store.AssignHosts(r.Context(), names, req.Ref, actor(r), req.Reason)
+	hosts, changed, err := s.cfg.Store.AssignHosts(r.Context(), names, req.Ref, actor(r), req.Reason)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	evs := make([]fleet.Event, len(hosts))
-	for i, h := range hosts {
-		evs[i] = fleet.Event{Kind: "host.assign", Host: h.Name, Message: "assigned " + h.DesiredImage}
+	evs := make([]fleet.Event, len(changed))
+	for i, name := range changed {
+		evs[i] = fleet.Event{Kind: "host.assign", Host: name, Message: "assigned " + hosts[0].DesiredImage}
 	}
 	s.event(r, evs...)
 	writeJSON(w, http.StatusOK, hosts)
@@ -424,12 +427,14 @@ func (s *Server) revert(w http.ResponseWriter, r *http.Request) {
 	if reason == "" {
 		reason = "revert"
 	}
-	hosts, err := s.cfg.Store.AssignHosts(r.Context(), []string{name}, to, actor(r), reason)
+	hosts, changed, err := s.cfg.Store.AssignHosts(r.Context(), []string{name}, to, actor(r), reason)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	s.event(r, fleet.Event{Kind: "host.revert", Host: name, Message: "reverted to " + to})
+	if len(changed) > 0 {
+		s.event(r, fleet.Event{Kind: "host.revert", Host: name, Message: "reverted to " + hosts[0].DesiredImage})
+	}
 	writeJSON(w, http.StatusOK, hosts[0])
 }
 

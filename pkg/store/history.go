@@ -16,14 +16,16 @@ import (
 // has. ref may be NAME@latest; it is resolved and must name an existing image.
 // Hosts already on ref are left as they are (no entry).
 func (s *Store) Assign(ctx context.Context, hosts []string, ref, actor, reason string) error {
-	_, err := s.AssignHosts(ctx, hosts, ref, actor, reason)
+	_, _, err := s.AssignHosts(ctx, hosts, ref, actor, reason)
 	return err
 }
 
-// AssignHosts is Assign returning the hosts as stored after the change.
-func (s *Store) AssignHosts(ctx context.Context, hosts []string, ref, actor, reason string) ([]fleet.Host, error) {
+// AssignHosts is Assign returning the hosts as stored after the change and
+// the names of those whose desired image changed.
+func (s *Store) AssignHosts(ctx context.Context, hosts []string, ref, actor, reason string) ([]fleet.Host, []string, error) {
 	now := s.now().UTC()
 	out := make([]fleet.Host, 0, len(hosts))
+	var changed []string
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		img, err := resolveImage(tx, ref)
 		if err != nil {
@@ -42,6 +44,7 @@ func (s *Store) AssignHosts(ctx context.Context, hosts []string, ref, actor, rea
 				}
 				h.DesiredImage = img.Ref
 				h.Updated = now
+				changed = append(changed, name)
 				if err := putJSON(hb, []byte(name), h); err != nil {
 					return err
 				}
@@ -51,9 +54,9 @@ func (s *Store) AssignHosts(ctx context.Context, hosts []string, ref, actor, rea
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("store: assign %s: %w", ref, err)
+		return nil, nil, fmt.Errorf("store: assign %s: %w", ref, err)
 	}
-	return out, nil
+	return out, changed, nil
 }
 
 // Unassign clears the desired image of a host (it then boots its next boot
