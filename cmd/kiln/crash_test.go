@@ -37,23 +37,11 @@ func TestCrashDuringImport(t *testing.T) {
 	dir := t.TempDir()
 	d := startDaemon(t, dir)
 	img := squashfs(t, "crash")
-	raw, _ := os.ReadFile(img)
-
-	// Stream the upload through a pipe that stalls half way, then SIGKILL.
-	pr, pw := io.Pipe()
-	cmd := exec.Command(filepath.Join(binDir, "kiln"), "image", "import", "crash@1", "--rootfs", "/dev/stdin")
-	cmd.Env = append(os.Environ(), "KILN_SERVER=http://"+d.addr, "KILN_DATA_DIR="+dir)
-	cmd.Stdin = pr
-	cmd.Start()
-	pw.Write(raw[:len(raw)/2])
-	waitFor(t, "a temp file of the import", func() bool {
-		m, _ := filepath.Glob(filepath.Join(dir, "blobs", "tmp", "*"))
-		return len(m) > 0
-	})
+	imp := startStalledImport(t, d, "crash@1", img)
 	d.cmd.Process.Signal(syscall.SIGKILL)
 	d.cmd.Wait()
-	pw.Close()
-	cmd.Wait()
+	imp.pw.Close()
+	imp.cmd.Wait()
 
 	d2 := startDaemon(t, dir)
 	if out := d2.ok("image", "list"); strings.Contains(out, "crash@1") {
@@ -130,6 +118,39 @@ func TestCrashDuringAssign(t *testing.T) {
 	}
 }
 
+// stalledImport is a `kiln image import` whose upload stopped half way.
+type stalledImport struct {
+	cmd  *exec.Cmd
+	pw   *io.PipeWriter
+	rest []byte
+	out  *bytes.Buffer
+}
+
+// startStalledImport streams the first half of the image file to kilnd
+// through a pipe and returns once kilnd is writing it to a temp file.
+func startStalledImport(t *testing.T, d *daemon, ref, img string) stalledImport {
+	t.Helper()
+	raw, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr, pw := io.Pipe()
+	imp := stalledImport{cmd: exec.Command(filepath.Join(binDir, "kiln"), "image", "import", ref, "--rootfs", "/dev/stdin"),
+		pw: pw, rest: raw[len(raw)/2:], out: &bytes.Buffer{}}
+	imp.cmd.Env = append(os.Environ(), "KILN_SERVER=http://"+d.addr, "KILN_DATA_DIR="+d.dataDir)
+	imp.cmd.Stdin = pr
+	imp.cmd.Stdout, imp.cmd.Stderr = imp.out, imp.out
+	if err := imp.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pw.Write(raw[:len(raw)/2])
+	waitFor(t, "a temp file of the import", func() bool {
+		m, _ := filepath.Glob(filepath.Join(d.dataDir, "blobs", "tmp", "*"))
+		return len(m) > 0
+	})
+	return imp
+}
+
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
@@ -147,29 +168,13 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 func TestGracefulShutdownFinishesImport(t *testing.T) {
 	dir := t.TempDir()
 	d := startDaemon(t, dir)
-	img := squashfs(t, "graceful")
-	raw, _ := os.ReadFile(img)
-
-	pr, pw := io.Pipe()
-	cmd := exec.Command(filepath.Join(binDir, "kiln"), "image", "import", "graceful@1", "--rootfs", "/dev/stdin")
-	cmd.Env = append(os.Environ(), "KILN_SERVER=http://"+d.addr, "KILN_DATA_DIR="+dir)
-	cmd.Stdin = pr
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	pw.Write(raw[:len(raw)/2])
-	waitFor(t, "the import to be under way", func() bool {
-		m, _ := filepath.Glob(filepath.Join(dir, "blobs", "tmp", "*"))
-		return len(m) > 0
-	})
+	imp := startStalledImport(t, d, "graceful@1", squashfs(t, "graceful"))
 	d.cmd.Process.Signal(syscall.SIGTERM)
 	time.Sleep(300 * time.Millisecond) // kilnd is shutting down now
-	pw.Write(raw[len(raw)/2:])
-	pw.Close()
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("the import in flight at SIGTERM failed: %v\n%s", err, out.String())
+	imp.pw.Write(imp.rest)
+	imp.pw.Close()
+	if err := imp.cmd.Wait(); err != nil {
+		t.Fatalf("the import in flight at SIGTERM failed: %v\n%s", err, imp.out.String())
 	}
 	if err := d.cmd.Wait(); err != nil {
 		t.Fatalf("kilnd did not exit cleanly after SIGTERM: %v\n%s", err, d.log)
