@@ -70,6 +70,9 @@ type Config struct {
 	Retention time.Duration `yaml:"retention"`
 	// KernelCmdline is appended to every netboot kernel command line.
 	KernelCmdline string `yaml:"kernel-cmdline"`
+	// PprofListen, when set, serves Go's /debug/pprof/ profiles on a
+	// listener of its own (keep it on loopback: it needs no token).
+	PprofListen string `yaml:"pprof-listen"`
 	// LogLevel is debug, info (default), warn or error; LogFormat text
 	// (default) or json.
 	LogLevel  string `yaml:"log-level"`
@@ -109,7 +112,7 @@ func (c Config) withDefaults() (Config, error) {
 	bad := func(field, format string, args ...any) error {
 		return fmt.Errorf("config: %w: %s: %s", fleet.ErrInvalid, field, fmt.Sprintf(format, args...))
 	}
-	for _, l := range []struct{ field, addr string }{{"api-listen", c.APIListen}, {"boot-listen", c.BootListen}} {
+	for _, l := range []struct{ field, addr string }{{"api-listen", c.APIListen}, {"boot-listen", c.BootListen}, {"pprof-listen", c.PprofListen}} {
 		if l.addr == "" {
 			continue
 		}

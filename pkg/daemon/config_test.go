@@ -28,6 +28,7 @@ func TestConfigDefaultsAndErrors(t *testing.T) {
 	}{
 		{"api listen", Config{APIListen: "8080"}, "api-listen"},
 		{"boot listen", Config{BootListen: "x"}, "boot-listen"},
+		{"pprof listen", Config{PprofListen: "localhost"}, "pprof-listen"},
 		{"dhcp mode", Config{DHCPMode: "relay"}, "dhcp-mode"},
 		{"tftp", Config{TFTP: "yes"}, "tftp"},
 		{"advertise ip", Config{AdvertiseIP: "::1"}, "advertise-ip"},

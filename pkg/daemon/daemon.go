@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"net/url"
 	"os"
@@ -144,6 +145,19 @@ func Run(ctx context.Context, cfg Config, logw io.Writer) error {
 
 	g, ctx := errgroup.WithContext(ctx)
 	serveHTTP(ctx, g, apiLn, apiMux, log)
+	if cfg.PprofListen != "" {
+		ln, err := net.Listen("tcp", cfg.PprofListen)
+		if err != nil {
+			return fmt.Errorf("pprof-listen: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		serveHTTP(ctx, g, ln, mux, log)
+	}
 	if cfg.BootListen != "" {
 		serveHTTP(ctx, g, bootLn, bootMux, log)
 	}
