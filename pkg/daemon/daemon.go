@@ -135,16 +135,17 @@ func Run(ctx context.Context, cfg Config, logw io.Writer) error {
 	apiMux.Handle("/api/v1/", apiSrv)
 	apiMux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
 	apiMux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	bootMux := apiMux
-	if cfg.BootListen != "" {
-		bootMux = http.NewServeMux()
-	}
-	for _, p := range []string{"/boot/", "/blobs/", "/firmware/"} {
-		bootMux.Handle(p, boot)
+	if cfg.BootListen == "" {
+		for _, p := range []string{"/boot/", "/blobs/", "/firmware/"} {
+			apiMux.Handle(p, boot)
+		}
 	}
 
 	g, ctx := errgroup.WithContext(ctx)
 	serveHTTP(ctx, g, apiLn, apiMux, log)
+	if cfg.BootListen != "" {
+		g.Go(func() error { return boot.Serve(ctx, bootLn) })
+	}
 	if cfg.PprofListen != "" {
 		ln, err := net.Listen("tcp", cfg.PprofListen)
 		if err != nil {
@@ -157,9 +158,6 @@ func Run(ctx context.Context, cfg Config, logw io.Writer) error {
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 		serveHTTP(ctx, g, ln, mux, log)
-	}
-	if cfg.BootListen != "" {
-		serveHTTP(ctx, g, bootLn, bootMux, log)
 	}
 	g.Go(func() error { return engine.Run(ctx) })
 	if cfg.Interface != "" {
