@@ -1,6 +1,8 @@
 package main
 
 import (
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -165,5 +167,28 @@ func TestSecondDaemonFailsFast(t *testing.T) {
 	r := startFailing(t, dir)
 	if r.code != 3 || !strings.Contains(r.stderr, "locked by another process") {
 		t.Fatalf("second kilnd: exit %d: %s", r.code, r.stderr)
+	}
+}
+
+// TestSeparateBootListener: with --boot-listen the boot endpoints move to
+// their own listener and the API listener no longer serves them.
+func TestSeparateBootListener(t *testing.T) {
+	boot := freeAddr(t)
+	d := startDaemon(t, t.TempDir(), "--boot-listen", boot)
+	d.ok("host", "add", "h1", "--mac", "52:54:00:00:00:01")
+	get := func(addr string) (int, string) {
+		resp, err := http.Get("http://" + addr + "/boot/52:54:00:00:00:01.ipxe")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get(boot); code != http.StatusOK || !strings.HasPrefix(body, "#!ipxe") || !strings.Contains(body, "exit") {
+		t.Fatalf("boot listener: %d %q", code, body)
+	}
+	if code, _ := get(d.addr); code != http.StatusNotFound {
+		t.Fatalf("API listener still serves boot scripts: %d", code)
 	}
 }

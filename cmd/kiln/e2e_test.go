@@ -69,12 +69,13 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
-func startDaemon(t *testing.T, dataDir string) *daemon {
+func startDaemon(t *testing.T, dataDir string, extra ...string) *daemon {
 	t.Helper()
 	kinit := filepath.Join(t.TempDir(), "kiln-init")
 	os.WriteFile(kinit, []byte("\x7fELF fake kiln-init for tests"), 0o755)
 	d := &daemon{t: t, dataDir: dataDir, addr: freeAddr(t), log: &syncBuffer{}}
-	d.cmd = exec.Command(filepath.Join(binDir, "kilnd"), "--data-dir", dataDir, "--api-listen", d.addr, "--kiln-init", kinit, "--log-level", "debug")
+	args := append([]string{"--data-dir", dataDir, "--api-listen", d.addr, "--kiln-init", kinit, "--log-level", "debug"}, extra...)
+	d.cmd = exec.Command(filepath.Join(binDir, "kilnd"), args...)
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
