@@ -13,6 +13,7 @@
 package tftp
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -194,7 +195,9 @@ func (s *Server) readHandler(stop <-chan struct{}) func(string, io.ReaderFrom) e
 		if ot, ok := rf.(pintftp.OutgoingTransfer); ok {
 			ot.SetSize(size) // only used when the client asked for tsize
 		}
-		n, err := rf.ReadFrom(&stopReader{r: f, stop: stop})
+		// pin/tftp reads one block at a time: buffer, so that a 1468-byte
+		// block is not a read syscall of its own.
+		n, err := rf.ReadFrom(&stopReader{r: bufio.NewReaderSize(f, readBuffer), stop: stop})
 		d := time.Since(start)
 		s.m.bytes.Add(float64(n))
 		s.m.duration.Observe(d.Seconds())
@@ -226,6 +229,9 @@ func (s *Server) open(name string) (fs.File, int64, error) {
 	}
 	return f, fi.Size(), nil
 }
+
+// readBuffer is the file read size of a transfer (about 45 blocks of 1468).
+const readBuffer = 64 << 10
 
 // stopReader fails reads once stop is closed, which makes pin/tftp abort
 // the transfer with an error packet at the next block.
