@@ -100,15 +100,19 @@ func Run(ctx context.Context, cfg Config, logw io.Writer) error {
 		return err
 	}
 
-	apiLn, err := net.Listen("tcp", cfg.APIListen)
+	// Everything is opened before anything is served: a listener that
+	// cannot be opened stops kilnd before it answers anyone, and closes what
+	// was opened.
+	var sv services
+	defer sv.abort()
+	apiLn, err := sv.listen("api-listen", cfg.APIListen)
 	if err != nil {
-		return fmt.Errorf("api-listen: %w", err)
+		return err
 	}
 	bootLn := apiLn
 	if cfg.BootListen != "" {
-		if bootLn, err = net.Listen("tcp", cfg.BootListen); err != nil {
-			apiLn.Close()
-			return fmt.Errorf("boot-listen: %w", err)
+		if bootLn, err = sv.listen("boot-listen", cfg.BootListen); err != nil {
+			return err
 		}
 	}
 	advertise, err := advertiseIP(cfg)
@@ -141,15 +145,14 @@ func Run(ctx context.Context, cfg Config, logw io.Writer) error {
 		}
 	}
 
-	g, ctx := errgroup.WithContext(ctx)
-	serveHTTP(ctx, g, apiLn, apiMux, log)
+	sv.add(httpService(apiLn, apiMux, log))
 	if cfg.BootListen != "" {
-		g.Go(func() error { return boot.Serve(ctx, bootLn) })
+		sv.add(func(ctx context.Context) error { return boot.Serve(ctx, bootLn) })
 	}
 	if cfg.PprofListen != "" {
-		ln, err := net.Listen("tcp", cfg.PprofListen)
+		ln, err := sv.listen("pprof-listen", cfg.PprofListen)
 		if err != nil {
-			return fmt.Errorf("pprof-listen: %w", err)
+			return err
 		}
 		mux := http.NewServeMux()
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
@@ -157,13 +160,18 @@ func Run(ctx context.Context, cfg Config, logw io.Writer) error {
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-		serveHTTP(ctx, g, ln, mux, log)
+		sv.add(httpService(ln, mux, log))
 	}
-	g.Go(func() error { return engine.Run(ctx) })
+	sv.add(engine.Run)
 	if cfg.Interface != "" {
-		if err := serveNetboot(ctx, g, cfg, advertise, serverURL, st, log, reg); err != nil {
+		if err := netbootServices(&sv, cfg, advertise, serverURL, st, log, reg); err != nil {
 			return err
 		}
+	}
+
+	g, ctx := errgroup.WithContext(ctx)
+	for _, run := range sv.start() {
+		g.Go(func() error { return run(ctx) })
 	}
 	log.Info("kilnd started", "data_dir", cfg.DataDir, "api", apiLn.Addr().String(), "server_url", serverURL.String(),
 		"interface", cfg.Interface, "dhcp", dhcpMode(cfg))
@@ -179,23 +187,60 @@ func dhcpMode(cfg Config) string {
 	return cfg.DHCPMode
 }
 
-func serveHTTP(ctx context.Context, g *errgroup.Group, ln net.Listener, h http.Handler, log *slog.Logger) {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
-	g.Go(func() error {
-		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("http %s: %w", ln.Addr(), err)
-		}
-		return nil
-	})
-	g.Go(func() error {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
-		defer cancel()
-		return srv.Shutdown(sctx)
-	})
+// services is what Run serves: a serve function per opened listener, and
+// how to close the listeners when Run gives up before serving.
+type services struct {
+	run    []func(context.Context) error
+	closer []io.Closer
 }
 
-func serveNetboot(ctx context.Context, g *errgroup.Group, cfg Config, advertise netip.Addr, serverURL *url.URL, st *store.Store, log *slog.Logger, reg prometheus.Registerer) error {
+func (s *services) add(run func(context.Context) error) { s.run = append(s.run, run) }
+
+// listen opens a TCP listener that abort closes; field names the setting.
+func (s *services) listen(field, addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", field, err)
+	}
+	s.closer = append(s.closer, ln)
+	return ln, nil
+}
+
+// start hands the serve functions over: the listeners are theirs to close.
+func (s *services) start() []func(context.Context) error {
+	s.closer = nil
+	return s.run
+}
+
+// abort closes every listener opened before start.
+func (s *services) abort() {
+	for _, c := range s.closer {
+		c.Close()
+	}
+}
+
+// httpService serves h on ln until ctx ends, then shuts down gracefully:
+// requests in flight get shutdownTimeout to finish.
+func httpService(ln net.Listener, h http.Handler, log *slog.Logger) func(context.Context) error {
+	return func(ctx context.Context) error {
+		srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+		served := make(chan error, 1)
+		go func() { served <- srv.Serve(ln) }()
+		select {
+		case err := <-served:
+			return fmt.Errorf("http %s: %w", ln.Addr(), err)
+		case <-ctx.Done():
+		}
+		sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+		defer cancel()
+		err := srv.Shutdown(sctx)
+		<-served
+		return err
+	}
+}
+
+// netbootServices opens DHCP and TFTP on the interface and adds them to sv.
+func netbootServices(sv *services, cfg Config, advertise netip.Addr, serverURL *url.URL, st *store.Store, log *slog.Logger, reg prometheus.Registerer) error {
 	if cfg.DHCPMode != "off" {
 		dcfg := dhcp.Config{Mode: dhcp.Mode(cfg.DHCPMode), ServerIP: advertise, HTTPBase: *serverURL, Discovery: cfg.Discovery, NoTFTP: cfg.TFTP == "off",
 			Firmware: func(name string) bool { _, err := fs.Stat(firmware.FS(), name); return err == nil }}
@@ -219,7 +264,8 @@ func serveNetboot(ctx context.Context, g *errgroup.Group, cfg Config, advertise 
 			if err != nil {
 				return fmt.Errorf("dhcp on %s port %d: %w", cfg.Interface, port, err)
 			}
-			g.Go(func() error { return srv.Serve(ctx, conn) })
+			sv.closer = append(sv.closer, conn)
+			sv.add(func(ctx context.Context) error { return srv.Serve(ctx, conn) })
 		}
 	}
 	if cfg.TFTP == "on" {
@@ -240,7 +286,8 @@ func serveNetboot(ctx context.Context, g *errgroup.Group, cfg Config, advertise 
 		if err != nil {
 			return fmt.Errorf("tftp on %s: %w", advertise, err)
 		}
-		g.Go(func() error { return srv.Serve(ctx, conn) })
+		sv.closer = append(sv.closer, conn)
+		sv.add(func(ctx context.Context) error { return srv.Serve(ctx, conn) })
 	}
 	return nil
 }
