@@ -13,41 +13,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/immutableinfra/kiln/pkg/bootagent"
 	"golang.org/x/sys/unix"
+
+	"github.com/immutableinfra/kiln/pkg/bootagent"
+	"github.com/immutableinfra/kiln/pkg/testtool"
 )
-
-// bootagentRequireEnv mirrors testtool.RequireEnv: pkg/internal/testtool
-// cannot be imported from integration/ (Go's internal rule), so these two
-// helpers repeat its behaviour.
-const bootagentRequireEnv = "KILN_REQUIRE_TOOLS"
-
-// bootagentNeed is testtool.Need: the tool's path, or skip (fail when
-// KILN_REQUIRE_TOOLS is set) when it is not installed.
-func bootagentNeed(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err == nil {
-		return p
-	}
-	if os.Getenv(bootagentRequireEnv) != "" {
-		t.Fatalf("%s is required (%s is set) but not installed: %v", name, bootagentRequireEnv, err)
-	}
-	t.Skipf("%s not installed; run `make test` to install it", name)
-	return ""
-}
-
-// bootagentNeedRoot skips (or fails under KILN_REQUIRE_TOOLS) when not root.
-func bootagentNeedRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv(bootagentRequireEnv) != "" {
-		t.Fatal("this test needs root")
-	}
-	t.Skip("needs root")
-}
 
 type bootagentMount struct {
 	mountPoint, opts, fstype, source, superOpts string
@@ -135,8 +105,7 @@ func bootagentWaitDetached(t *testing.T, path string) {
 }
 
 func TestBootagentMountImage(t *testing.T) {
-	bootagentNeedRoot(t)
-	mksquashfs := bootagentNeed(t, "mksquashfs")
+	mksquashfs := testtool.Need(t, "mksquashfs")
 	dir := t.TempDir()
 	src := filepath.Join(dir, "src")
 	for name, content := range map[string]string{
@@ -239,7 +208,6 @@ func TestBootagentMountImage(t *testing.T) {
 }
 
 func TestBootagentMountImageGarbage(t *testing.T) {
-	bootagentNeedRoot(t)
 	dir := t.TempDir()
 	paths := bootagent.PathsUnder(dir)
 	if err := os.MkdirAll(paths.Kiln, 0o755); err != nil {

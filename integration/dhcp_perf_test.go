@@ -15,6 +15,8 @@ import (
 	"testing"
 	"text/template"
 	"time"
+
+	"github.com/immutableinfra/kiln/pkg/testtool"
 )
 
 // The perfdhcp comparison: see bench/dhcp/README.md.
@@ -26,20 +28,6 @@ const (
 	dhcpPerfStart    = "198.18.1.0"
 	dhcpPerfEnd      = "198.19.255.254"
 )
-
-// dhcpPerfNeed is testtool.Need (internal/ is not importable from here).
-func dhcpPerfNeed(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err == nil {
-		return p
-	}
-	if os.Getenv("KILN_REQUIRE_TOOLS") != "" {
-		t.Fatalf("%s is required (KILN_REQUIRE_TOOLS is set) but not installed: %v", name, err)
-	}
-	t.Skipf("%s not installed; run `make test` to install it", name)
-	return ""
-}
 
 type dhcpPerfNet struct {
 	srvNS, cliNS, srvIf, cliIf string
@@ -198,11 +186,11 @@ func TestDHCPPerf(t *testing.T) {
 		}
 		t.Skip("needs root (network namespaces)")
 	}
-	dhcpPerfNeed(t, "ip")
-	dhcpPerfNeed(t, "ss")
-	dhcpPerfNeed(t, "perfdhcp")
-	kea := dhcpPerfNeed(t, "kea-dhcp4")
-	dnsmasq := dhcpPerfNeed(t, "dnsmasq")
+	testtool.Need(t, "ip")
+	testtool.Need(t, "ss")
+	testtool.Need(t, "perfdhcp")
+	kea := testtool.Need(t, "kea-dhcp4")
+	dnsmasq := testtool.Need(t, "dnsmasq")
 	gobin, err := exec.LookPath("go")
 	if err != nil {
 		gobin = "/usr/local/go/bin/go"
