@@ -3,6 +3,7 @@ package fleet
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -56,15 +57,18 @@ func (s RolloutState) Done() bool {
 // the other, and an error wrapping ErrConflict otherwise (ErrInvalid for an
 // unknown state). Staying in the same state is not a transition.
 func CheckRolloutTransition(from, to RolloutState) error {
-	if !from.Valid() || !to.Valid() {
-		return fmt.Errorf("%w: rollout state %q -> %q: unknown state", ErrInvalid, from, to)
+	return checkTransition("rollout", rolloutNext, from.Valid() && to.Valid(), from, to)
+}
+
+// checkTransition looks a transition up in a table of allowed next states.
+func checkTransition[S ~string](what string, next map[S][]S, valid bool, from, to S) error {
+	if !valid {
+		return fmt.Errorf("%w: %s state %q -> %q: unknown state", ErrInvalid, what, from, to)
 	}
-	for _, s := range rolloutNext[from] {
-		if s == to {
-			return nil
-		}
+	if slices.Contains(next[from], to) {
+		return nil
 	}
-	return fmt.Errorf("%w: rollout is %s, cannot become %s", ErrConflict, from, to)
+	return fmt.Errorf("%w: %s is %s, cannot become %s", ErrConflict, what, from, to)
 }
 
 // HostState is where one host is in a rollout. The forward path is
@@ -148,15 +152,7 @@ func (s HostState) Failure() bool {
 // other, and an error wrapping ErrConflict otherwise (ErrInvalid for an
 // unknown state).
 func CheckHostTransition(from, to HostState) error {
-	if !from.Valid() || !to.Valid() {
-		return fmt.Errorf("%w: host state %q -> %q: unknown state", ErrInvalid, from, to)
-	}
-	for _, s := range hostNext[from] {
-		if s == to {
-			return nil
-		}
-	}
-	return fmt.Errorf("%w: host is %s, cannot become %s", ErrConflict, from, to)
+	return checkTransition("host", hostNext, from.Valid() && to.Valid(), from, to)
 }
 
 // RolloutCounts counts a rollout's hosts by outcome. Failed counts every host
