@@ -3,15 +3,20 @@ package tftp
 import (
 	"encoding/binary"
 	"errors"
+	"io/fs"
 	"net"
 	"testing"
 	"time"
 )
 
 // FuzzRequest sends random bytes as the body of an RRQ or WRQ (the first
-// byte picks the opcode) to a running server over loopback, checks the
-// exported name validation on the same bytes, and every 64 inputs (and on
-// the first) proves the server still answers a real request.
+// byte picks the opcode) to a running server over loopback and checks the
+// one answer every request gets: a refusal is an ERROR packet from the
+// listening port with the code the gate's rules give; an admitted request
+// starts a transfer, whose first packet comes from another port and which
+// the fuzzer then aborts. Each input uses a fresh client socket and waits
+// for its answer, so inputs never pile up transfers on the server: a request
+// refused as busy means a transfer slot leaked.
 func FuzzRequest(f *testing.F) {
 	seeds := [][]byte{
 		rq(1, "f", "octet")[2:],
@@ -20,90 +25,86 @@ func FuzzRequest(f *testing.F) {
 		rq(2, "f", "netascii")[2:],
 		rq(1, "f", "octet", "blksize")[2:],
 		rq(1, "f", "octet", "blksize", "99999999999999999999")[2:],
+		rq(1, "f", "OCTET", "blksize", "3")[2:],
+		rq(1, "missing", "octet")[2:],
 		{0},
 		{},
 	}
 	for i, s := range seeds {
 		f.Add(byte(i%2+1), s)
 	}
+	root := testRoot(map[string][]byte{"f": pattern(3000)})
 	r := start(f, Config{
-		Root:          testRoot(map[string][]byte{"f": pattern(3000)}),
+		Root:          root,
 		Timeout:       20 * time.Millisecond,
 		Retries:       1,
-		MaxConcurrent: 1024,
+		MaxConcurrent: 64,
 		MaxBlockSize:  8192,
 	})
-	client, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { client.Close() })
-	probe, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { probe.Close() })
-	n := 0
 	f.Fuzz(func(t *testing.T, op byte, body []byte) {
 		pkt := binary.BigEndian.AppendUint16(nil, uint16(op%2+1))
 		pkt = append(pkt, body...)
-		if _, err := client.WriteToUDP(pkt, r.addr); err != nil {
+		want, admitted := expect(t, root, pkt)
+
+		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
 			t.Fatal(err)
 		}
-		// The exported validation never panics and only returns valid
-		// paths.
-		if req, err := parseRequest(pkt); err == nil {
-			if name, err := CleanName(req.name); err == nil {
-				if len(name) == 0 || name[0] == '/' || len(req.name) > MaxNameLen {
-					t.Fatalf("CleanName(%q) = %q", req.name, name)
-				}
-			} else if !errors.Is(err, ErrBadName) {
-				t.Fatalf("CleanName error %v does not wrap ErrBadName", err)
+		defer c.Close()
+		if _, err := c.WriteToUDP(pkt, r.addr); err != nil {
+			t.Fatal(err)
+		}
+		// Well under the fuzzer's 10 s limit for one input.
+		_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+		buf := make([]byte, 65536)
+		n, from, err := c.ReadFromUDP(buf)
+		if err != nil {
+			t.Fatalf("no answer to % x: %v", pkt, err)
+		}
+		p := packet(buf[:n])
+		code, msg, isErr := p.errCode()
+		if !admitted {
+			if from.Port != r.addr.Port || !isErr || code != want {
+				t.Fatalf("request % x: want ERROR %d from the listening port, got % x from port %d", pkt, want, p, from.Port)
+			}
+			return
+		}
+		if from.Port == r.addr.Port {
+			t.Fatalf("request % x for a served file refused: ERROR %d %q", pkt, code, msg)
+		}
+		if !isErr {
+			// Abort the transfer; its slot is free once the server reads this.
+			if _, err := c.WriteToUDP(errPkt(0, "fuzz done"), from); err != nil {
+				t.Fatal(err)
 			}
 		}
-		drain(client)
-		if n%64 == 0 {
-			alive(t, probe, r.addr)
-		}
-		n++
 	})
 }
 
-// drain discards answers to fuzz packets so the socket buffer stays empty.
-func drain(c *net.UDPConn) {
-	buf := make([]byte, 65536)
-	for {
-		_ = c.SetReadDeadline(time.Now())
-		if _, _, err := c.ReadFromUDP(buf); err != nil {
-			return
-		}
+// expect applies the gate's rules to pkt: either the ERROR code of its
+// refusal, or admitted when it asks for a file root serves.
+func expect(t *testing.T, root fs.FS, pkt []byte) (code uint16, admitted bool) {
+	req, err := parseRequest(pkt)
+	switch {
+	case err != nil:
+		return codeIllegalOperation, false
+	case req.write:
+		return codeAccessViolation, false
+	case req.mode != "octet" && req.mode != "netascii":
+		return codeIllegalOperation, false
 	}
-}
-
-// alive requests a known file and expects DATA block 1, then aborts.
-func alive(t *testing.T, c *net.UDPConn, server *net.UDPAddr) {
-	t.Helper()
-	drain(c)
-	if _, err := c.WriteToUDP(rq(1, "f", "octet"), server); err != nil {
-		t.Fatal(err)
+	name, err := CleanName(req.name)
+	if err != nil {
+		if !errors.Is(err, ErrBadName) {
+			t.Fatalf("CleanName error %v does not wrap ErrBadName", err)
+		}
+		return codeAccessViolation, false
 	}
-	buf := make([]byte, 65536)
-	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	for {
-		n, from, err := c.ReadFromUDP(buf)
-		if err != nil {
-			t.Fatalf("server not serving: %v", err)
-		}
-		p := packet(buf[:n])
-		if _, _, isErr := p.errCode(); isErr && from.Port != server.Port {
-			continue // a late echo from an earlier probe's aborted transfer
-		}
-		if blk, _, ok := p.data(); !ok || blk != 1 {
-			t.Fatalf("server not serving: got % x", p)
-		}
-		if _, err := c.WriteToUDP(errPkt(0, "probe done"), from); err != nil {
-			t.Fatal(err)
-		}
-		return
+	if name == "" || name[0] == '/' || len(req.name) > MaxNameLen {
+		t.Fatalf("CleanName(%q) = %q", req.name, name)
 	}
+	if fi, err := fs.Stat(root, name); err != nil || !fi.Mode().IsRegular() {
+		return codeFileNotFound, false
+	}
+	return 0, true
 }
