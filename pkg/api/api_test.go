@@ -119,6 +119,9 @@ func TestAuth(t *testing.T) {
 func TestHostErrors(t *testing.T) {
 	e := newEnv(t)
 	e.addHost("r1-n1", "52:54:00:00:00:01", map[string]string{"rack": "r1"})
+	if _, err := e.c.CreateHost(e.ctx, api.HostRequest{Name: "r1-n9", MACs: []string{"52:54:00:00:00:09"}, IP: "198.18.0.9/15"}); err != nil {
+		t.Fatal(err)
+	}
 	mac := func(i int) []string { return []string{fmt.Sprintf("52:54:00:00:01:%02x", i)} }
 	for i, tc := range []struct {
 		name     string
@@ -144,6 +147,7 @@ func TestHostErrors(t *testing.T) {
 		{"password without bmc url", api.HostRequest{Name: "h", MACs: mac(1), BMCPassword: "pw-NOURL-1"}, 400, fleet.ErrInvalid, []string{"without a bmc url"}},
 		{"duplicate host", api.HostRequest{Name: "r1-n1", MACs: mac(2)}, 409, fleet.ErrExists, []string{"r1-n1", "already exists"}},
 		{"duplicate mac", api.HostRequest{Name: "h", MACs: []string{"52-54-00-00-00-01"}}, 409, fleet.ErrConflict, []string{"mac 52:54:00:00:00:01 belongs to host r1-n1"}},
+		{"duplicate ip", api.HostRequest{Name: "h", MACs: mac(1), IP: "198.18.0.9/24"}, 409, fleet.ErrConflict, []string{"ip 198.18.0.9 belongs to host r1-n9"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := e.c.CreateHost(e.ctx, tc.req)
@@ -159,7 +163,7 @@ func TestHostErrors(t *testing.T) {
 	}
 	// None of the refused hosts was stored.
 	hosts, err := e.c.ListHosts(e.ctx, "")
-	if err != nil || len(hosts) != 1 {
+	if err != nil || len(hosts) != 2 {
 		t.Fatalf("hosts after refusals: %v %v", hosts, err)
 	}
 }

@@ -4,14 +4,16 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/immutableinfra/kiln/pkg/fleet"
 )
 
-// CreateHost stores a new host. Its name and every MAC must be free: a taken
-// name wraps fleet.ErrExists, a MAC owned by another host fleet.ErrConflict.
+// CreateHost stores a new host. Its name, every MAC and its fixed IP must be
+// free: a taken name wraps fleet.ErrExists, a MAC or IP owned by another host
+// fleet.ErrConflict.
 func (s *Store) CreateHost(ctx context.Context, h fleet.Host) (fleet.Host, error) {
 	if err := h.Validate(); err != nil {
 		return fleet.Host{}, err
@@ -23,14 +25,11 @@ func (s *Store) CreateHost(ctx context.Context, h fleet.Host) (fleet.Host, error
 		if hosts.Get([]byte(h.Name)) != nil {
 			return fmt.Errorf("host %s: %w", h.Name, fleet.ErrExists)
 		}
-		macs := tx.Bucket(bMACs)
-		for _, m := range h.MACs {
-			if owner := macs.Get([]byte(m)); owner != nil {
-				return fmt.Errorf("mac %s belongs to host %s: %w", m, owner, fleet.ErrConflict)
-			}
-			if err := macs.Put([]byte(m), []byte(h.Name)); err != nil {
-				return err
-			}
+		if err := reindexMACs(tx, h.Name, nil, h.MACs); err != nil {
+			return err
+		}
+		if err := reindexIP(tx, h.Name, netip.Prefix{}, h.IP); err != nil {
+			return err
 		}
 		return putJSON(hosts, []byte(h.Name), h)
 	})
@@ -68,6 +67,20 @@ func (s *Store) HostByMAC(ctx context.Context, mac string) (fleet.Host, error) {
 	return h, err
 }
 
+// HostByIP returns the host whose fixed address is ip, or an error wrapping
+// fleet.ErrNotFound when no host has it.
+func (s *Store) HostByIP(ctx context.Context, ip netip.Addr) (fleet.Host, error) {
+	var h fleet.Host
+	err := s.db.View(func(tx *bolt.Tx) error {
+		name := tx.Bucket(bIPs).Get(ipKey(ip))
+		if name == nil {
+			return fmt.Errorf("ip %s: %w", ip, fleet.ErrNotFound)
+		}
+		return getHost(tx, string(name), &h)
+	})
+	return h, err
+}
+
 // ListHosts returns the hosts the selector matches, ordered by name. An empty
 // selector matches all.
 func (s *Store) ListHosts(ctx context.Context, sel fleet.Selector) ([]fleet.Host, error) {
@@ -91,7 +104,8 @@ func (s *Store) ListHosts(ctx context.Context, sel fleet.Selector) ([]fleet.Host
 }
 
 // UpdateHost applies fn to the named host in one transaction and stores the
-// result. fn must not change the name; MAC changes are re-indexed. An error
+// result. fn must not change the name; MAC and IP changes are re-indexed (a
+// MAC or IP owned by another host wraps fleet.ErrConflict). An error
 // from fn aborts the update and is returned as is.
 func (s *Store) UpdateHost(ctx context.Context, name string, fn func(*fleet.Host) error) (fleet.Host, error) {
 	var h fleet.Host
@@ -99,7 +113,7 @@ func (s *Store) UpdateHost(ctx context.Context, name string, fn func(*fleet.Host
 		if err := getHost(tx, name, &h); err != nil {
 			return err
 		}
-		old := append([]string(nil), h.MACs...)
+		old, oldIP := append([]string(nil), h.MACs...), h.IP
 		if err := fn(&h); err != nil {
 			return err
 		}
@@ -110,6 +124,9 @@ func (s *Store) UpdateHost(ctx context.Context, name string, fn func(*fleet.Host
 			return err
 		}
 		if err := reindexMACs(tx, name, old, h.MACs); err != nil {
+			return err
+		}
+		if err := reindexIP(tx, name, oldIP, h.IP); err != nil {
 			return err
 		}
 		h.Updated = s.now().UTC()
@@ -136,7 +153,27 @@ func reindexMACs(tx *bolt.Tx, host string, old, cur []string) error {
 	return nil
 }
 
-// DeleteHost removes a host with its MAC index entries, history, reports and
+// reindexIP moves host's entry in the fixed-IP index from old to cur (either
+// may be the zero Prefix: no fixed IP).
+func reindexIP(tx *bolt.Tx, host string, old, cur netip.Prefix) error {
+	ips := tx.Bucket(bIPs)
+	if old.IsValid() {
+		if err := ips.Delete(ipKey(old.Addr())); err != nil {
+			return err
+		}
+	}
+	if !cur.IsValid() {
+		return nil
+	}
+	if owner := ips.Get(ipKey(cur.Addr())); owner != nil && string(owner) != host {
+		return fmt.Errorf("ip %s belongs to host %s: %w", cur.Addr(), owner, fleet.ErrConflict)
+	}
+	return ips.Put(ipKey(cur.Addr()), []byte(host))
+}
+
+func ipKey(ip netip.Addr) []byte { return []byte(ip.String()) }
+
+// DeleteHost removes a host with its MAC and IP index entries, history, reports and
 // stored BMC secret.
 func (s *Store) DeleteHost(ctx context.Context, name string) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
@@ -145,6 +182,9 @@ func (s *Store) DeleteHost(ctx context.Context, name string) error {
 			return err
 		}
 		if err := reindexMACs(tx, name, h.MACs, nil); err != nil {
+			return err
+		}
+		if err := reindexIP(tx, name, h.IP, netip.Prefix{}); err != nil {
 			return err
 		}
 		for _, b := range [][]byte{bHistory, bReports} {

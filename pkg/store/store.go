@@ -27,7 +27,9 @@ import (
 
 // SchemaVersion is the layout this code reads and writes. Open refuses a file
 // written by a newer kiln and upgrades an older one.
-const SchemaVersion = 1
+//
+// History: 1 the first layout; 2 adds the fixed-IP index (bucket "ips").
+const SchemaVersion = 2
 
 var (
 	// ErrLocked means another process (a second kilnd) holds the database.
@@ -41,6 +43,7 @@ var (
 	bMeta     = []byte("meta")
 	bHosts    = []byte("hosts")
 	bMACs     = []byte("macs")
+	bIPs      = []byte("ips")
 	bImages   = []byte("images")
 	bBlobs    = []byte("blobs")
 	bHistory  = []byte("history")
@@ -53,7 +56,7 @@ var (
 	bRollouts = []byte("rollouts")
 	bSecrets  = []byte("secrets")
 
-	allBuckets = [][]byte{bMeta, bHosts, bMACs, bImages, bBlobs, bHistory, bLeases, bLeaseMAC,
+	allBuckets = [][]byte{bMeta, bHosts, bMACs, bIPs, bImages, bBlobs, bHistory, bLeases, bLeaseMAC,
 		bBoots, bTokens, bReports, bEvents, bRollouts, bSecrets}
 
 	kSchema = []byte("schema")
@@ -123,9 +126,37 @@ func (s *Store) init() error {
 			if got > SchemaVersion {
 				return fmt.Errorf("%w: the file has schema %d, this kilnd knows up to %d (upgrade kilnd)", ErrSchema, got, SchemaVersion)
 			}
-			// Older schemas would be migrated here, one step at a time.
+			// Older layouts are upgraded one step at a time, in this
+			// transaction: a failed step leaves the file as it was.
+			if got < 2 {
+				if err := s.indexIPs(tx); err != nil {
+					return fmt.Errorf("upgrading schema 1 to 2: %w", err)
+				}
+			}
 		}
 		return meta.Put(kSchema, u64(SchemaVersion))
+	})
+}
+
+// indexIPs builds the fixed-IP index from the hosts (schema 1 to 2). Schema
+// 1 did not keep fixed IPs unique: of several hosts with one IP the first by
+// name keeps it in the index, and the others are logged.
+func (s *Store) indexIPs(tx *bolt.Tx) error {
+	ips := tx.Bucket(bIPs)
+	return tx.Bucket(bHosts).ForEach(func(k, v []byte) error {
+		var h fleet.Host
+		if err := json.Unmarshal(v, &h); err != nil {
+			return fmt.Errorf("host %s: %w", k, err)
+		}
+		if !h.IP.IsValid() {
+			return nil
+		}
+		key := ipKey(h.IP.Addr())
+		if owner := ips.Get(key); owner != nil {
+			s.log.Warn("store: two hosts share a fixed IP; change one of them", "ip", h.IP.Addr().String(), "host", h.Name, "indexed_for", string(owner))
+			return nil
+		}
+		return ips.Put(key, k)
 	})
 }
 

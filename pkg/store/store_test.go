@@ -2,10 +2,13 @@ package store
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -69,6 +72,7 @@ func TestHosts(t *testing.T) {
 		{"bad mac", fleet.Host{Name: "r1-n3", MACs: []string{"52:54:00"}}, fleet.ErrInvalid},
 		{"bad name", fleet.Host{Name: "R1 n3", MACs: []string{"52:54:00:aa:00:03"}}, fleet.ErrInvalid},
 		{"bad label", fleet.Host{Name: "r1-n4", MACs: []string{"52:54:00:aa:00:04"}, Labels: map[string]string{"rack": "a b"}}, fleet.ErrInvalid},
+		{"ip taken", fleet.Host{Name: "r1-n5", MACs: []string{"52:54:00:aa:00:05"}, IP: netip.MustParsePrefix("198.18.0.10/24")}, fleet.ErrConflict},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -96,6 +100,118 @@ func TestHosts(t *testing.T) {
 	}
 	if _, err := s.HostByMAC(ctx, "52:54:00:aa:00:02"); !errors.Is(err, fleet.ErrNotFound) {
 		t.Fatalf("mac of deleted host still indexed: %v", err)
+	}
+	if _, err := s.HostByIP(ctx, netip.MustParseAddr("198.18.0.10")); !errors.Is(err, fleet.ErrNotFound) {
+		t.Fatalf("ip of deleted host still indexed: %v", err)
+	}
+}
+
+func TestFixedIPIndex(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openTest(t)
+	ip := func(s string) netip.Addr { return netip.MustParseAddr(s) }
+	setIP := func(p string) func(*fleet.Host) error {
+		return func(h *fleet.Host) error {
+			h.IP = netip.Prefix{}
+			if p != "" {
+				h.IP = netip.MustParsePrefix(p)
+			}
+			return nil
+		}
+	}
+	for i, p := range []string{"198.18.0.10/24", "198.18.0.11/24", ""} {
+		h := fleet.Host{Name: fmt.Sprintf("n%d", i+1), MACs: []string{fmt.Sprintf("52:54:00:aa:00:%02x", i+1)}}
+		if p != "" {
+			h.IP = netip.MustParsePrefix(p)
+		}
+		if _, err := s.CreateHost(ctx, h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	owner := func(a string) string {
+		t.Helper()
+		h, err := s.HostByIP(ctx, ip(a))
+		if errors.Is(err, fleet.ErrNotFound) {
+			return ""
+		}
+		if err != nil {
+			t.Fatalf("HostByIP %s: %v", a, err)
+		}
+		return h.Name
+	}
+	steps := []struct {
+		name, host, ip string
+		want           error
+		owners         map[string]string
+	}{
+		{"take another's ip", "n3", "198.18.0.10/24", fleet.ErrConflict, map[string]string{"198.18.0.10": "n1"}},
+		{"keep own ip, new prefix", "n1", "198.18.0.10/16", nil, map[string]string{"198.18.0.10": "n1"}},
+		{"move", "n1", "198.18.0.12/24", nil, map[string]string{"198.18.0.10": "", "198.18.0.12": "n1"}},
+		{"freed ip taken", "n3", "198.18.0.10/24", nil, map[string]string{"198.18.0.10": "n3"}},
+		{"drop ip", "n2", "", nil, map[string]string{"198.18.0.11": ""}},
+	}
+	for _, st := range steps {
+		t.Run(st.name, func(t *testing.T) {
+			_, err := s.UpdateHost(ctx, st.host, setIP(st.ip))
+			if !errors.Is(err, st.want) {
+				t.Fatalf("UpdateHost %s ip %q: got %v, want %v", st.host, st.ip, err, st.want)
+			}
+			if st.want != nil && !strings.Contains(err.Error(), "belongs to host n1") {
+				t.Errorf("error %q does not name the owner", err)
+			}
+			for a, want := range st.owners {
+				if got := owner(a); got != want {
+					t.Errorf("owner of %s = %q, want %q", a, got, want)
+				}
+			}
+		})
+	}
+}
+
+// A schema 1 file has no IP index: Open builds it, keeping the first of two
+// hosts that share an IP, and the file is then schema 2.
+func TestUpgradeSchema1(t *testing.T) {
+	ctx := context.Background()
+	s, path := openTest(t)
+	hosts := []fleet.Host{
+		{Name: "a", MACs: []string{"52:54:00:aa:00:01"}, IP: netip.MustParsePrefix("198.18.0.10/24")},
+		{Name: "b", MACs: []string{"52:54:00:aa:00:02"}, IP: netip.MustParsePrefix("198.18.0.10/24")},
+		{Name: "c", MACs: []string{"52:54:00:aa:00:03"}, IP: netip.MustParsePrefix("198.18.0.12/24")},
+	}
+	// Write the schema 1 layout by hand: hosts, no "ips" bucket.
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		for _, h := range hosts {
+			if err := putJSON(tx.Bucket(bHosts), []byte(h.Name), h); err != nil {
+				return err
+			}
+		}
+		if err := tx.DeleteBucket(bIPs); err != nil {
+			return err
+		}
+		return tx.Bucket(bMeta).Put(kSchema, u64(1))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	var logs strings.Builder
+	s, err = Open(path, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for ip, want := range map[string]string{"198.18.0.10": "a", "198.18.0.12": "c"} {
+		if h, err := s.HostByIP(ctx, netip.MustParseAddr(ip)); err != nil || h.Name != want {
+			t.Errorf("HostByIP %s = %q, %v; want %s", ip, h.Name, err, want)
+		}
+	}
+	if !strings.Contains(logs.String(), "two hosts share a fixed IP") || !strings.Contains(logs.String(), "host=b") {
+		t.Errorf("duplicate IP not logged: %s", logs.String())
+	}
+	var schema uint64
+	_ = s.db.View(func(tx *bolt.Tx) error { schema = binary.BigEndian.Uint64(tx.Bucket(bMeta).Get(kSchema)); return nil })
+	if schema != SchemaVersion {
+		t.Errorf("schema after upgrade = %d, want %d", schema, SchemaVersion)
 	}
 }
 
