@@ -21,6 +21,7 @@ type fakeHosts struct {
 	hosts  map[string]fleet.Host // by mac
 	modes  map[string]string     // RecordBootMode calls: host -> mode
 	failOn string                // mac whose lookup fails with a non-NotFound error
+	failIP bool                  // every HostByIP fails with a non-NotFound error
 }
 
 func newFakeHosts(hs ...fleet.Host) *fakeHosts {
@@ -44,6 +45,29 @@ func (f *fakeHosts) HostByMAC(_ context.Context, mac string) (fleet.Host, error)
 		return fleet.Host{}, fmt.Errorf("host with mac %s: %w", mac, fleet.ErrNotFound)
 	}
 	return h, nil
+}
+
+func (f *fakeHosts) HostByIP(_ context.Context, ip netip.Addr) (fleet.Host, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.failIP {
+		return fleet.Host{}, errors.New("disk on fire")
+	}
+	for _, h := range f.hosts {
+		if h.IP.IsValid() && h.IP.Addr() == ip {
+			return h, nil
+		}
+	}
+	return fleet.Host{}, fmt.Errorf("host with ip %s: %w", ip, fleet.ErrNotFound)
+}
+
+// add adds or replaces a host.
+func (f *fakeHosts) add(h fleet.Host) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, m := range h.MACs {
+		f.hosts[m] = h
+	}
 }
 
 func (f *fakeHosts) RecordBootMode(_ context.Context, host, mode string) error {

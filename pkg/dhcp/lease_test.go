@@ -126,6 +126,46 @@ func TestLeaseLifecycle(t *testing.T) {
 			},
 		},
 		{
+			name: "a host's fixed IP inside the range is never offered or acked",
+			end:  "198.18.1.12",
+			run: func(t *testing.T, e *env) {
+				fixed := netip.MustParseAddr("198.18.1.11")
+				e.hosts.add(fleet.Host{Name: "n-fixed", MACs: []string{"02:00:00:00:00:ff"}, IP: netip.PrefixFrom(fixed, 15)})
+				if a := e.discover(macA, requested(fixed.String())); a == fixed || !a.IsValid() {
+					t.Fatalf("A asking for the fixed %s was offered %v", fixed, a)
+				}
+				e.dora(macA)
+				e.dora(macB)
+				if c := e.discover(macC); c.IsValid() {
+					t.Fatalf("C offered %s; the range's only other address is fixed", c)
+				}
+				if got := e.request(macC, fixed); got != dhcpv4.MessageTypeNak {
+					t.Fatalf("C requesting the fixed %s: got %s, want NAK", fixed, got)
+				}
+				e.clk.Add(e.s.cfg.DeclineHold + time.Second)
+				if c := e.discover(macC); c.IsValid() {
+					t.Fatalf("after the hold C was offered %s", c)
+				}
+				if _, ok := e.stored()[fixed]; ok {
+					t.Fatalf("a lease for the fixed %s was stored", fixed)
+				}
+			},
+		},
+		{
+			name: "an address that becomes a host's fixed IP is taken back at renewal",
+			end:  "198.18.1.20",
+			run: func(t *testing.T, e *env) {
+				a := e.dora(macA)
+				e.hosts.add(fleet.Host{Name: "n-fixed", MACs: []string{"02:00:00:00:00:ff"}, IP: netip.PrefixFrom(a, 15)})
+				if got := e.request(macA, a); got != dhcpv4.MessageTypeNak {
+					t.Fatalf("A renewing %s, now n-fixed's: got %s, want NAK", a, got)
+				}
+				if b := e.dora(macA); b == a {
+					t.Fatalf("A got n-fixed's %s again", a)
+				}
+			},
+		},
+		{
 			name: "a MAC keeps its address across DORA and renewal",
 			end:  "198.18.1.20",
 			run: func(t *testing.T, e *env) {
@@ -302,6 +342,18 @@ func TestHandleErrors(t *testing.T) {
 		ml.fail = false
 		if b := e.dora(macB); b != a {
 			t.Fatalf("B got %s, want %s freed after the failed write", b, a)
+		}
+	})
+	t.Run("fixed-IP lookup failure sends no offer and keeps the address free", func(t *testing.T) {
+		e := newEnv(t, "198.18.1.10", newMemLeases(), nil)
+		e.hosts.failIP = true
+		_, err := e.s.Handle(context.Background(), msg(dhcpv4.MessageTypeDiscover, macA))
+		if !errors.Is(err, ErrHostLookup) {
+			t.Fatalf("err = %v, want ErrHostLookup", err)
+		}
+		e.hosts.failIP = false
+		if b := e.dora(macB); b != netip.MustParseAddr("198.18.1.10") {
+			t.Fatalf("B got %s, want the pool's only address", b)
 		}
 	})
 	t.Run("host lookup failure", func(t *testing.T) {

@@ -15,6 +15,7 @@ const (
 	stateBound                          // persisted lease
 	stateDeclined                       // persisted, no MAC, out of use until expires
 	stateBusy                           // a store write for this address is in flight
+	stateFixed                          // another host's fixed IP: in memory only, checked again after expires
 )
 
 type entry struct {
@@ -195,6 +196,24 @@ func (p *pool) offer(mac string, requested netip.Addr, now time.Time, hold time.
 	}
 	p.fullTill = now.Add(time.Second)
 	return netip.Addr{}, false
+}
+
+// holdFixed takes ip, just offered to mac, out of use until until: it is
+// another host's fixed IP. The hold is not persisted; once it expires the
+// address is offered (and checked) again.
+func (p *pool) holdFixed(mac string, ip netip.Addr, until time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	off, ok := p.contains(ip)
+	if !ok {
+		return
+	}
+	e := p.byIP[off]
+	if e == nil || e.mac != mac || (e.state != stateOffered && e.state != stateBound) {
+		return
+	}
+	delete(p.byMAC, mac)
+	*e = entry{state: stateFixed, expires: until}
 }
 
 // reclaim moves expired entries to the free list; called once per sweep.

@@ -142,6 +142,9 @@ func (b blockingHosts) HostByMAC(ctx context.Context, mac string) (fleet.Host, e
 	<-b.release
 	return fleet.Host{}, fleet.ErrNotFound
 }
+func (b blockingHosts) HostByIP(context.Context, netip.Addr) (fleet.Host, error) {
+	return fleet.Host{}, fleet.ErrNotFound
+}
 func (b blockingHosts) RecordBootMode(context.Context, string, string) error { return nil }
 
 func TestServeIsBoundedUnderFlood(t *testing.T) {

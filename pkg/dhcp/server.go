@@ -38,6 +38,10 @@ type Hosts interface {
 	// The error wraps fleet.ErrNotFound for an unknown MAC. Called once per
 	// packet; it must be safe for concurrent use.
 	HostByMAC(ctx context.Context, mac string) (fleet.Host, error)
+	// HostByIP returns the host whose fixed address is ip; the error wraps
+	// fleet.ErrNotFound when no host has it. The pool never hands out such
+	// an address. Called once per pool DISCOVER and REQUEST.
+	HostByIP(ctx context.Context, ip netip.Addr) (fleet.Host, error)
 	// RecordBootMode stores the host's firmware family ("bios" or "uefi").
 	// Called only when it differs from Host.BootMode; may be asynchronous.
 	RecordBootMode(ctx context.Context, host, mode string) error
@@ -252,10 +256,28 @@ func (s *Server) fromPool(ctx context.Context, req *dhcpv4.DHCPv4, mt dhcpv4.Mes
 	now := s.cfg.Now()
 	switch mt {
 	case dhcpv4.MessageTypeDiscover:
-		ip, ok := s.pool.offer(mac, reqOpt(req), now, s.cfg.OfferHold)
-		if !ok {
-			s.log.Warn("dhcp: pool exhausted", "mac", mac)
-			return nil, "exhausted", nil
+		var ip netip.Addr
+		for try := 0; ; try++ {
+			var ok bool
+			ip, ok = s.pool.offer(mac, reqOpt(req), now, s.cfg.OfferHold)
+			if !ok {
+				s.log.Warn("dhcp: pool exhausted", "mac", mac)
+				return nil, "exhausted", nil
+			}
+			owner, err := s.fixedOwner(ctx, ip)
+			if err != nil {
+				s.pool.cancel(mac)
+				return nil, "error", err
+			}
+			if owner == "" {
+				break
+			}
+			s.log.Warn("dhcp: pool address is a host's fixed IP; not handed out", "ip", ip.String(), "host", owner, "hold", s.cfg.DeclineHold)
+			s.pool.holdFixed(mac, ip, now.Add(s.cfg.DeclineHold))
+			if try == maxFixedSkips {
+				// Bounded work per packet; the next DISCOVER goes on.
+				return nil, "exhausted", nil
+			}
 		}
 		resp := s.reply(req, dhcpv4.MessageTypeOffer)
 		resp.YourIPAddr = net.IP(ip.AsSlice())
@@ -269,6 +291,12 @@ func (s *Server) fromPool(ctx context.Context, req *dhcpv4.DHCPv4, mt dhcpv4.Mes
 		ip := requestedIP(req)
 		if !ip.IsValid() {
 			return nil, "ignored", nil
+		}
+		if owner, err := s.fixedOwner(ctx, ip); err != nil {
+			return nil, "error", err
+		} else if owner != "" {
+			s.log.Warn("dhcp: client requested a host's fixed IP", "mac", mac, "ip", ip.String(), "host", owner)
+			return s.nak(req), "nak", nil
 		}
 		off, ok := s.pool.request(mac, ip, now, s.cfg.Pool.LeaseTime)
 		if !ok {
@@ -312,6 +340,23 @@ func (s *Server) fromPool(ctx context.Context, req *dhcpv4.DHCPv4, mt dhcpv4.Mes
 		return s.inform(req), "ack", nil
 	}
 	return nil, "ignored", nil
+}
+
+// maxFixedSkips bounds the pool addresses one DISCOVER passes over because
+// they are hosts' fixed IPs.
+const maxFixedSkips = 16
+
+// fixedOwner returns the name of the host whose fixed IP ip is, or "".
+func (s *Server) fixedOwner(ctx context.Context, ip netip.Addr) (string, error) {
+	h, err := s.hosts.HostByIP(ctx, ip)
+	switch {
+	case err == nil:
+		return h.Name, nil
+	case errors.Is(err, fleet.ErrNotFound):
+		return "", nil
+	default:
+		return "", fmt.Errorf("dhcp: %s: %w: %w", ip, ErrHostLookup, err)
+	}
 }
 
 // proxy answers PXE clients (option 60 PXEClient, iPXE included) with boot

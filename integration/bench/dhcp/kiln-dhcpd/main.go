@@ -1,8 +1,8 @@
 // Command kiln-dhcpd runs kiln's DHCP server (pkg/dhcp) alone, in pool mode
-// with discovery, on one interface with leases in a real bbolt file. It
-// exists for the perfdhcp comparison in integration/dhcp_perf_test.go until
-// kilnd wires the server itself. Every MAC is unknown (empty fleet), so
-// every client gets a pool lease and a discovery boot decision.
+// with discovery, on one interface with hosts and leases in a real bbolt
+// file, for the perfdhcp comparison in integration/dhcp_perf_test.go. The
+// fleet is empty, so every client gets a pool lease and a discovery boot
+// decision, after the same host lookups kilnd makes.
 package main
 
 import (
@@ -47,14 +47,6 @@ func (t *timedLeases) PutLease(ctx context.Context, l fleet.Lease) error {
 	}
 	return err
 }
-
-// emptyFleet knows no host.
-type emptyFleet struct{}
-
-func (emptyFleet) HostByMAC(context.Context, string) (fleet.Host, error) {
-	return fleet.Host{}, fleet.ErrNotFound
-}
-func (emptyFleet) RecordBootMode(context.Context, string, string) error { return nil }
 
 func main() {
 	iface := flag.String("interface", "", "interface to serve")
@@ -110,7 +102,7 @@ func run(iface, serverIP, subnet, rng, db string, workers int, nosync bool) erro
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	reg := prometheus.NewRegistry()
 	tl := &timedLeases{Store: st}
-	srv, err := dhcp.New(cfg, emptyFleet{}, tl, log, reg)
+	srv, err := dhcp.New(cfg, st, tl, log, reg)
 	if err != nil {
 		return err
 	}
