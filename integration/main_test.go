@@ -28,11 +28,18 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "integration tests need root (network namespaces, loop mounts, QEMU taps)")
 		os.Exit(1)
 	}
+	os.Exit(run(m))
+}
+
+// run builds the binaries unless KILN_BIN names them, runs the tests and
+// removes what it built (os.Exit would skip the deferred removal).
+func run(m *testing.M) int {
 	binDir = os.Getenv("KILN_BIN")
 	if binDir == "" {
 		dir, err := os.MkdirTemp("", "kiln-it-bin")
 		if err != nil {
-			panic(err)
+			fmt.Fprintln(os.Stderr, err)
+			return 1
 		}
 		defer os.RemoveAll(dir)
 		for _, b := range []struct{ pkg, cgo string }{{"../cmd/kilnd", "1"}, {"../cmd/kiln", "1"}, {"../cmd/kiln-init", "0"}} {
@@ -40,14 +47,14 @@ func TestMain(m *testing.M) {
 			cmd.Env = append(os.Environ(), "CGO_ENABLED="+b.cgo)
 			if out, err := cmd.CombinedOutput(); err != nil {
 				fmt.Fprintf(os.Stderr, "build %s: %v\n%s", b.pkg, err, out)
-				os.Exit(1)
+				return 1
 			}
 		}
 		binDir = dir
 	}
 	abs, _ := filepath.Abs(binDir)
 	binDir = abs
-	os.Exit(m.Run())
+	return m.Run()
 }
 
 var images sync.Map // key -> *imageBuild
@@ -147,10 +154,16 @@ func host(t *testing.T, lab *labkit.Lab, name string) fleet.Host {
 // terminal and returns it.
 func waitReport(t *testing.T, lab *labkit.Lab, name, ref string, timeout time.Duration) fleet.BootReport {
 	t.Helper()
+	return waitReportAfter(t, lab, name, ref, 0, timeout)
+}
+
+// waitReportAfter is waitReport for a boot attempt later than after.
+func waitReportAfter(t *testing.T, lab *labkit.Lab, name, ref string, after uint64, timeout time.Duration) fleet.BootReport {
+	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
 		h := host(t, lab, name)
-		if r := h.LastReport; r != nil && r.Image == ref && fleet.Terminal(r.Phase) {
+		if r := h.LastReport; r != nil && r.Image == ref && r.Attempt > after && fleet.Terminal(r.Phase) {
 			return *r
 		}
 		if time.Now().After(deadline) {
