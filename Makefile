@@ -55,6 +55,7 @@ deps: ## Install the Debian packages the tests need (only what is missing)
 .PHONY: test
 test: deps lint ## Install what the tests need, then run every test: unit, fuzz (bounded), integration
 	KILN_REQUIRE_TOOLS=1 $(GO) test -race -timeout 20m ./...
+	$(MAKE) --no-print-directory -C images check
 	$(MAKE) --no-print-directory fuzz
 	$(MAKE) --no-print-directory integration
 

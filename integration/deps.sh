@@ -5,7 +5,7 @@
 set -euo pipefail
 
 declare -A sets=(
-  [test]="systemd squashfs-tools cpio busybox-static kmod zstd iproute2 curl socat atftp ipmitool openipmi qemu-system-x86 qemu-utils ovmf ipxe kea-admin kea-dhcp4-server dnsmasq-base"
+  [test]="systemd e2fsprogs squashfs-tools cpio busybox-static kmod zstd iproute2 curl socat atftp ipmitool openipmi qemu-system-x86 qemu-utils ovmf ipxe kea-admin kea-dhcp4-server dnsmasq-base"
   [lab]="squashfs-tools cpio busybox-static kmod iproute2 curl socat ipmitool openipmi qemu-system-x86 qemu-utils ovmf ipxe"
   [bench]="kea-admin kea-dhcp4-server dnsmasq-base nginx-light atftp tftpd-hpa wrk curl squashfs-tools qemu-system-x86 ipmitool openipmi iproute2"
   [debian]="debootstrap squashfs-tools zstd"

@@ -6,12 +6,16 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/immutableinfra/kiln/integration/labkit"
 	"github.com/immutableinfra/kiln/pkg/fleet"
+	"github.com/immutableinfra/kiln/pkg/testtool"
 )
 
 // startRollout starts a rollout without waiting and returns its ID.
@@ -146,6 +150,52 @@ func TestTwoNICs(t *testing.T) {
 	}
 	if !strings.Contains(console, "kiln-init: network eth1 ") {
 		t.Fatalf("kiln-init did not bring up the second NIC (eth1):\n%s", tailString(console, 30))
+	}
+}
+
+// TestStatePartition boots a host with a disk holding an ext4 filesystem
+// labelled kiln-state, twice. Both times kiln-init mounts it at kilnd's
+// --state-mount (default /var/lib/kiln-state) inside the image, and what the
+// image wrote there on the first boot is there on the second: the test image
+// counts its boots in that filesystem.
+func TestStatePartition(t *testing.T) {
+	ctx := context.Background()
+	mkfs := testtool.Need(t, "mkfs.ext4")
+	disk := filepath.Join(t.TempDir(), "state.img")
+	if err := os.WriteFile(disk, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(disk, 64<<20); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(mkfs, "-q", "-F", "-L", "kiln-state", disk).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4: %v\n%s", err, out)
+	}
+	lab := newLab(t, "kiln-it-state")
+	img := importImage(t, lab, "testimage@1", testImage(t, "1", false))
+	h, err := lab.AddHost(ctx, labkit.HostSpec{Name: "stateful", Firmware: labkit.BIOS, Disk: disk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kiln(t, lab, "host", "add", "stateful", "--mac", h.Spec.MACs[0])
+	kiln(t, lab, "assign", "stateful", img.Ref)
+	var last uint64
+	for boot := 1; boot <= 2; boot++ {
+		if err := h.PowerOff(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := h.PowerOn(ctx, true); err != nil {
+			t.Fatal(err)
+		}
+		r := waitReportAfter(t, lab, "stateful", img.Ref, last, 5*time.Minute)
+		want := fmt.Sprintf("state=ext4 boots=%d", boot)
+		if r.Phase != fleet.PhaseBooted || !strings.HasSuffix(r.Message, want) {
+			t.Fatalf("boot %d: report %+v, want booted with %q\n%s", boot, r, want, tailString(h.Console(), 30))
+		}
+		if c := h.Console(); !strings.Contains(c, "mounted kiln-state at /var/lib/kiln-state") {
+			t.Fatalf("boot %d: kiln-init did not say it mounted kiln-state:\n%s", boot, tailString(c, 30))
+		}
+		last = r.Attempt
 	}
 }
 

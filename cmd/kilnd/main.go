@@ -113,6 +113,7 @@ func loadConfig(args []string) (daemon.Config, error) {
 	dur(&cfg.BootTimeout, "boot-timeout", "20m", "default boot timeout of rollouts")
 	dur(&cfg.Retention, "retention", "720h", "images named in a host's history this recently are kept")
 	str(&cfg.KernelCmdline, "kernel-cmdline", "", "appended to every netboot kernel command line")
+	str(&cfg.StateMount, "state-mount", daemon.DefaultStateMount, "where booted images get a filesystem labelled kiln-state, if the host has one (off: never)")
 	str(&cfg.PprofListen, "pprof-listen", "", "serve Go profiles at /debug/pprof/ on this address (loopback; no token)")
 	str(&cfg.LogLevel, "log-level", "info", "debug, info, warn or error")
 	str(&cfg.LogFormat, "log-format", "text", "text or json")

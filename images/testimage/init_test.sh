@@ -18,11 +18,14 @@ FAKE
 chmod +x "$tmp/kiln-init"
 echo 7 >"$tmp/release"
 
+echo "console=ttyS0 kiln.state=$tmp/state quiet" >"$tmp/cmdline"
+mkdir "$tmp/state"
+
 check() { # NAME MOUNTS-FILE-CONTENT WANT-LINE WANT-REPORT(args joined by |)
 	name=$1
 	printf '%s' "$2" >"$tmp/mounts"
 	rm -f "$tmp/report"
-	out=$(KILN_MOUNTS=$tmp/mounts KILN_RELEASE=$tmp/release KILN_INIT=$tmp/kiln-init \
+	out=$(KILN_MOUNTS=$tmp/mounts KILN_CMDLINE=$tmp/cmdline KILN_RELEASE=$tmp/release KILN_INIT=$tmp/kiln-init \
 		KILN_TEST_OUT=$tmp/report $sh "$here/init.sh" 2>&1)
 	got=$(tr '\n' '|' <"$tmp/report" 2>/dev/null | sed 's/|$//')
 	if [ "$out" != "$3" ] || [ "$got" != "$4" ]; then
@@ -46,6 +49,20 @@ tmpfs /run tmpfs rw 0 0
 check "contract met" "$good" \
 	"KILN-TESTIMAGE 7 UP root=overlay lower=squashfs,ro" \
 	"report|booted|root=overlay lower=squashfs,ro release=7"
+
+# kiln-init mounted a kiln-state filesystem: boots are counted there.
+withstate="$good/dev/vda $tmp/state ext4 rw,relatime 0 0
+"
+check "state, first boot" "$withstate" \
+	"KILN-TESTIMAGE 7 UP root=overlay lower=squashfs,ro state=ext4 boots=1" \
+	"report|booted|root=overlay lower=squashfs,ro release=7 state=ext4 boots=1"
+check "state, second boot" "$withstate" \
+	"KILN-TESTIMAGE 7 UP root=overlay lower=squashfs,ro state=ext4 boots=2" \
+	"report|booted|root=overlay lower=squashfs,ro release=7 state=ext4 boots=2"
+echo garbage >"$tmp/state/boots"
+check "state, unreadable count" "$withstate" \
+	"KILN-TESTIMAGE 7 UP root=overlay lower=squashfs,ro state=ext4 boots=1" \
+	"report|booted|root=overlay lower=squashfs,ro release=7 state=ext4 boots=1"
 
 check "root is not overlay" 'rootfs / rootfs rw 0 0
 /dev/loop0 /run/kiln/lower squashfs ro,relatime 0 0

@@ -41,6 +41,8 @@ type HostSpec struct {
 	// the boot order (the others have no option ROM).
 	BootNIC  int
 	MemoryMB int // default 768
+	// Disk, when set, is a raw disk image attached as a virtio disk.
+	Disk string
 	// Index numbers the host in its lab (taps, BMC port); set by AddHost.
 	Index int
 }
@@ -178,7 +180,7 @@ dir={{.Dir}}
 if [ "$1" = pxe ]; then nics="{{.NICsPXE}}"; else nics="{{.NICsDisk}}"; fi
 exec qemu-system-x86_64 -name {{.Name}} -accel tcg -cpu max -m {{.Mem}} -smp 1 \
 	-display none -no-user-config -nodefaults -serial file:"$dir/console.log" \
-	{{.Machine}} $nics -daemonize -pidfile "$dir/qemu.pid"
+	{{.Machine}} {{.Drive}} $nics -daemonize -pidfile "$dir/qemu.pid"
 `
 
 const lanConf = `name "{{.Name}}"
@@ -255,7 +257,11 @@ func (h *Host) setup(ctx context.Context) error {
 		}
 		machine = fmt.Sprintf("-machine q35 -drive if=pflash,format=raw,readonly=on,file=%s -drive if=pflash,format=raw,file=%s", OVMFCode, vars)
 	}
-	data := map[string]any{"Name": s.Name, "Dir": h.Dir, "Mem": s.MemoryMB, "Machine": machine, "NICsPXE": strings.Join(pxe, " "), "NICsDisk": strings.Join(disk, " "),
+	drive := ""
+	if s.Disk != "" {
+		drive = fmt.Sprintf("-drive file=%s,format=raw,if=virtio", s.Disk)
+	}
+	data := map[string]any{"Name": s.Name, "Dir": h.Dir, "Mem": s.MemoryMB, "Machine": machine, "Drive": drive, "NICsPXE": strings.Join(pxe, " "), "NICsDisk": strings.Join(disk, " "),
 		"Addr": ServerIP, "Port": h.BMCPort, "User": BMCUser, "Password": BMCPassword}
 	for _, f := range []struct {
 		name, text string

@@ -70,6 +70,11 @@ type Config struct {
 	Retention time.Duration `yaml:"retention"`
 	// KernelCmdline is appended to every netboot kernel command line.
 	KernelCmdline string `yaml:"kernel-cmdline"`
+	// StateMount is where, inside a booted image, kiln-init mounts a
+	// filesystem labelled kiln-state when the host has one (state that
+	// survives reimaging); "off" leaves it unmounted. Default
+	// /var/lib/kiln-state.
+	StateMount string `yaml:"state-mount"`
 	// PprofListen, when set, serves Go's /debug/pprof/ profiles on a
 	// listener of its own (keep it on loopback: it needs no token).
 	PprofListen string `yaml:"pprof-listen"`
@@ -81,8 +86,9 @@ type Config struct {
 
 // Defaults.
 const (
-	DefaultDataDir   = "/var/lib/kiln"
-	DefaultAPIListen = ":8080"
+	DefaultDataDir    = "/var/lib/kiln"
+	DefaultAPIListen  = ":8080"
+	DefaultStateMount = "/var/lib/kiln-state"
 )
 
 // withDefaults fills in defaults and checks every field; errors name the
@@ -102,6 +108,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.TFTP == "" {
 		c.TFTP = "on"
+	}
+	if c.StateMount == "" {
+		c.StateMount = DefaultStateMount
 	}
 	if c.LogLevel == "" {
 		c.LogLevel = "info"
@@ -127,6 +136,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.TFTP != "on" && c.TFTP != "off" {
 		return c, bad("tftp", "%q (want on or off)", c.TFTP)
+	}
+	if c.StateMount != "off" && (!strings.HasPrefix(c.StateMount, "/") || strings.ContainsAny(c.StateMount, " \t\n\"'")) {
+		return c, bad("state-mount", "%q (want an absolute path without spaces or quotes, or off)", c.StateMount)
 	}
 	if c.AdvertiseIP != "" {
 		if a, err := netip.ParseAddr(c.AdvertiseIP); err != nil || !a.Is4() {

@@ -18,7 +18,7 @@ func TestConfigDefaultsAndErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.DataDir != DefaultDataDir || c.APIListen != DefaultAPIListen || c.SecretKey != "/var/lib/kiln/secret.key" ||
-		c.DHCPMode != "reservation" || c.TFTP != "on" || c.LogLevel != "info" || c.LogFormat != "text" {
+		c.DHCPMode != "reservation" || c.TFTP != "on" || c.StateMount != DefaultStateMount || c.LogLevel != "info" || c.LogFormat != "text" {
 		t.Fatalf("defaults: %+v", c)
 	}
 	tests := []struct {
@@ -31,6 +31,8 @@ func TestConfigDefaultsAndErrors(t *testing.T) {
 		{"pprof listen", Config{PprofListen: "localhost"}, "pprof-listen"},
 		{"dhcp mode", Config{DHCPMode: "relay"}, "dhcp-mode"},
 		{"tftp", Config{TFTP: "yes"}, "tftp"},
+		{"relative state mount", Config{StateMount: "var/state"}, "state-mount"},
+		{"state mount with a space", Config{StateMount: "/var/my state"}, "state-mount"},
 		{"advertise ip", Config{AdvertiseIP: "::1"}, "advertise-ip"},
 		{"server url", Config{ServerURL: "ftp://x"}, "server-url"},
 		{"server url with path", Config{ServerURL: "http://x/kiln"}, "server-url"},

@@ -124,7 +124,11 @@ func Run(ctx context.Context, cfg Config, logw io.Writer) error {
 		return err
 	}
 
-	boot, err := httpboot.New(httpboot.Config{ServerURL: serverURL, ExtraCmdline: cfg.KernelCmdline, OnReport: engine.BootReported},
+	stateMount := cfg.StateMount
+	if stateMount == "off" {
+		stateMount = ""
+	}
+	boot, err := httpboot.New(httpboot.Config{ServerURL: serverURL, ExtraCmdline: cfg.KernelCmdline, StateMount: stateMount, OnReport: engine.BootReported},
 		st, images, firmware.FS(), log.With("component", "httpboot"), reg)
 	if err != nil {
 		return err
