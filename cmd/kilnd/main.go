@@ -102,6 +102,7 @@ func loadConfig(args []string) (daemon.Config, error) {
 	str(&cfg.DHCPRange, "dhcp-range", "", "pool range START-END")
 	str(&cfg.DHCPRouter, "dhcp-router", "", "router (option 3) for pool leases")
 	list(&cfg.DHCPDNS, "dhcp-dns", "DNS servers for pool leases")
+	str(&cfg.DHCPDomain, "dhcp-domain", "", "domain name (option 15) for pool leases")
 	dur(&cfg.DHCPLeaseTime, "dhcp-lease-time", "1h", "pool lease time")
 	boolean(&cfg.Discovery, "discovery", "answer unknown MACs from the pool")
 	str(&cfg.TFTP, "tftp", "on", "TFTP server on the interface: on or off")

@@ -39,12 +39,14 @@ type Config struct {
 	AdvertiseIP string `yaml:"advertise-ip"`
 	// DHCPMode is reservation (default), proxy or off.
 	DHCPMode string `yaml:"dhcp-mode"`
-	// DHCPSubnet, DHCPRange ("START-END"), DHCPRouter, DHCPDNS and
-	// DHCPLeaseTime (default 1h) define the optional address pool.
+	// DHCPSubnet, DHCPRange ("START-END"), DHCPRouter, DHCPDNS,
+	// DHCPDomain and DHCPLeaseTime (default 1h) define the optional
+	// address pool.
 	DHCPSubnet    string        `yaml:"dhcp-subnet"`
 	DHCPRange     string        `yaml:"dhcp-range"`
 	DHCPRouter    string        `yaml:"dhcp-router"`
 	DHCPDNS       []string      `yaml:"dhcp-dns"`
+	DHCPDomain    string        `yaml:"dhcp-domain"`
 	DHCPLeaseTime time.Duration `yaml:"dhcp-lease-time"`
 	// Discovery answers unknown MACs with a pool lease.
 	Discovery bool `yaml:"discovery"`

@@ -53,8 +53,8 @@ func TestConfigDefaultsAndErrors(t *testing.T) {
 }
 
 func TestParsePool(t *testing.T) {
-	p, err := parsePool(Config{DHCPSubnet: "198.18.0.0/15", DHCPRange: "198.18.10.1 - 198.18.10.250", DHCPRouter: "198.18.0.1", DHCPDNS: []string{"198.18.0.53"}})
-	if err != nil || p.Start.String() != "198.18.10.1" || p.End.String() != "198.18.10.250" || p.Router.String() != "198.18.0.1" || len(p.DNS) != 1 {
+	p, err := parsePool(Config{DHCPSubnet: "198.18.0.0/15", DHCPRange: "198.18.10.1 - 198.18.10.250", DHCPRouter: "198.18.0.1", DHCPDNS: []string{"198.18.0.53"}, DHCPDomain: "r12.example"})
+	if err != nil || p.Start.String() != "198.18.10.1" || p.End.String() != "198.18.10.250" || p.Router.String() != "198.18.0.1" || len(p.DNS) != 1 || p.Domain != "r12.example" {
 		t.Fatalf("%+v %v", p, err)
 	}
 	for _, c := range []Config{

@@ -310,7 +310,7 @@ func parsePool(cfg Config) (*dhcp.Pool, error) {
 	if !ok || err1 != nil || err2 != nil {
 		return nil, bad("dhcp-range", cfg.DHCPRange+" (want START-END)")
 	}
-	p := &dhcp.Pool{Subnet: subnet, Start: start, End: end, LeaseTime: cfg.DHCPLeaseTime}
+	p := &dhcp.Pool{Subnet: subnet, Start: start, End: end, Domain: cfg.DHCPDomain, LeaseTime: cfg.DHCPLeaseTime}
 	if cfg.DHCPRouter != "" {
 		if p.Router, err = netip.ParseAddr(cfg.DHCPRouter); err != nil {
 			return nil, bad("dhcp-router", cfg.DHCPRouter)
