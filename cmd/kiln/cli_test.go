@@ -125,11 +125,33 @@ func TestHostsAssignRevertHistory(t *testing.T) {
 		t.Fatalf("labels: %v", labels)
 	}
 
-	// The BMC password is nowhere to be seen.
+	// A mainboard swap and a password rotation keep the host's history;
+	// "" moves r1-n2 from its fixed address to the pool.
+	pw2 := filepath.Join(t.TempDir(), "pw2")
+	os.WriteFile(pw2, []byte("R0tated-S3cret!\n"), 0o600)
+	if out := d.ok("host", "set", "r1-n1", "--mac", "52:54:00:12:99:01", "--bmc-password-file", pw2); !strings.Contains(out, "52:54:00:12:99:01") {
+		t.Fatalf("host set: %s", out)
+	}
+	if out := d.ok("host", "set", "r1-n2", "--ip", ""); !strings.Contains(out, "ip:") || !strings.Contains(out, "pool") {
+		t.Fatalf("host set --ip \"\": %s", out)
+	}
+	if r := d.kiln("host", "set", "r1-n2", "--mac", "52:54:00:12:99:01"); r.code != 1 || !strings.Contains(r.stderr, "belongs to host r1-n1") {
+		t.Fatalf("host set to a taken MAC: %d %s", r.code, r.stderr)
+	}
+	if r := d.kiln("host", "set", "r1-n2"); r.code != 1 || !strings.Contains(r.stderr, "nothing to change") {
+		t.Fatalf("host set without flags: %d %s", r.code, r.stderr)
+	}
+	var histAfter []map[string]any
+	d.json(&histAfter, "history", "r1-n1")
+	if len(histAfter) != 3 {
+		t.Fatalf("history after host set: %v", histAfter)
+	}
+
+	// The BMC passwords are nowhere to be seen.
 	show := d.ok("host", "show", "r1-n1", "-o", "json")
 	for where, text := range map[string]string{"host show": show, "kilnd log": d.log.String(), "events": d.ok("events", "-o", "json")} {
-		if strings.Contains(text, "Sup3rS3cret") {
-			t.Fatalf("%s shows the BMC password", where)
+		if strings.Contains(text, "Sup3rS3cret") || strings.Contains(text, "R0tated-S3cret") {
+			t.Fatalf("%s shows a BMC password", where)
 		}
 	}
 	if !strings.Contains(show, `"has_password": true`) {

@@ -445,6 +445,119 @@ func TestHostLifecycleNeverShowsPassword(t *testing.T) {
 	}
 }
 
+// Host updates: each step changes only what it names, in one transaction with
+// the sealed password, and a refused step changes nothing.
+func TestUpdateHost(t *testing.T) {
+	const pw1, pw2 = "first-Pw-111", "rotated-Pw-222"
+	e := newEnv(t)
+	if _, err := e.c.CreateHost(e.ctx, api.HostRequest{Name: "n1", MACs: []string{"52:54:00:aa:00:01"}, IP: "198.18.0.10/15", Gateway: "198.18.0.1",
+		BMCURL: "ipmi://admin@198.18.0.201", BMCPassword: pw1, Labels: map[string]string{"rack": "r1"}}); err != nil {
+		t.Fatal(err)
+	}
+	e.addHost("n2", "52:54:00:aa:00:02", nil)
+	str := func(s string) *string { return &s }
+	yes := true
+	secret := func() string {
+		sealed, err := e.st.Secret(e.ctx, "n1")
+		if errors.Is(err, fleet.ErrNotFound) {
+			return ""
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		pt, err := e.box.Open("n1", sealed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(pt)
+	}
+	// show sums up the fields updates touch.
+	show := func(h fleet.Host) string {
+		bmc := "-"
+		if h.BMC != nil {
+			bmc = fmt.Sprintf("%s pw=%v tls=%v", h.BMC.URL, h.BMC.HasPassword, h.BMC.InsecureTLS)
+		}
+		return fmt.Sprintf("macs=%s ip=%v gw=%v bmc=%s netboot=%v labels=%s", strings.Join(h.MACs, ","), h.IP, h.Gateway, bmc, !h.NetbootDisabled, fleet.SortedLabels(h.Labels))
+	}
+	for _, tc := range []struct {
+		name   string
+		req    api.HostUpdate
+		code   int
+		want   string // show() after the step, or the error text
+		secret string
+	}{
+		{"new NIC", api.HostUpdate{MACs: []string{"52-54-00-AA-00-11"}}, 200,
+			"macs=52:54:00:aa:00:11 ip=198.18.0.10/15 gw=198.18.0.1 bmc=ipmi://admin@198.18.0.201 pw=true tls=false netboot=true labels=rack=r1", pw1},
+		{"rotate password", api.HostUpdate{BMCPassword: str(pw2)}, 200,
+			"macs=52:54:00:aa:00:11 ip=198.18.0.10/15 gw=198.18.0.1 bmc=ipmi://admin@198.18.0.201 pw=true tls=false netboot=true labels=rack=r1", pw2},
+		{"move to redfish", api.HostUpdate{BMCURL: str("redfish://root@198.18.0.201"), BMCInsecureTLS: &yes}, 200,
+			"macs=52:54:00:aa:00:11 ip=198.18.0.10/15 gw=198.18.0.1 bmc=redfish://root@198.18.0.201 pw=true tls=true netboot=true labels=rack=r1", pw2},
+		{"new address and gateway", api.HostUpdate{IP: str("10.1.0.7/16"), Gateway: str("10.1.0.1")}, 200,
+			"macs=52:54:00:aa:00:11 ip=10.1.0.7/16 gw=10.1.0.1 bmc=redfish://root@198.18.0.201 pw=true tls=true netboot=true labels=rack=r1", pw2},
+		{"back to the pool", api.HostUpdate{IP: str("")}, 200,
+			"macs=52:54:00:aa:00:11 ip=invalid Prefix gw=invalid IP bmc=redfish://root@198.18.0.201 pw=true tls=true netboot=true labels=rack=r1", pw2},
+		{"netboot off", api.HostUpdate{NetbootDisabled: &yes}, 200,
+			"macs=52:54:00:aa:00:11 ip=invalid Prefix gw=invalid IP bmc=redfish://root@198.18.0.201 pw=true tls=true netboot=false labels=rack=r1", pw2},
+		{"another host's MAC", api.HostUpdate{MACs: []string{"52:54:00:aa:00:02"}, BMCPassword: str("never-stored")}, 409, "mac 52:54:00:aa:00:02 belongs to host n2", pw2},
+		{"bad ip", api.HostUpdate{IP: str("10.1.0.7")}, 400, "ADDR/PREFIX", pw2},
+		{"gateway outside", api.HostUpdate{IP: str("10.1.0.7/24"), Gateway: str("10.2.0.1")}, 400, "outside", pw2},
+		{"bad bmc url", api.HostUpdate{BMCURL: str("telnet://x")}, 400, "bmc", pw2},
+		{"nothing", api.HostUpdate{}, 400, "nothing to change", pw2},
+		{"unknown host", api.HostUpdate{NetbootDisabled: &yes}, 404, "not found", pw2},
+		{"drop the password", api.HostUpdate{BMCPassword: str("")}, 200,
+			"macs=52:54:00:aa:00:11 ip=invalid Prefix gw=invalid IP bmc=redfish://root@198.18.0.201 pw=false tls=true netboot=false labels=rack=r1", ""},
+		{"password again", api.HostUpdate{BMCPassword: str(pw1)}, 200,
+			"macs=52:54:00:aa:00:11 ip=invalid Prefix gw=invalid IP bmc=redfish://root@198.18.0.201 pw=true tls=true netboot=false labels=rack=r1", pw1},
+		{"remove the BMC", api.HostUpdate{BMCURL: str("")}, 200,
+			"macs=52:54:00:aa:00:11 ip=invalid Prefix gw=invalid IP bmc=- netboot=false labels=rack=r1", ""},
+		{"password without a BMC", api.HostUpdate{BMCPassword: str(pw2)}, 400, "without a bmc url", ""},
+		{"tls without a BMC", api.HostUpdate{BMCInsecureTLS: &yes}, 400, "no bmc", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			name := "n1"
+			if tc.code == 404 {
+				name = "n9"
+			}
+			before, err := e.c.Host(e.ctx, "n1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			h, err := e.c.UpdateHost(e.ctx, name, tc.req)
+			if tc.code != 200 {
+				wantStatus(t, err, tc.code, tc.want)
+				if after, _ := e.c.Host(e.ctx, "n1"); show(after) != show(before) {
+					t.Fatalf("a refused update changed the host:\n%s\n%s", show(before), show(after))
+				}
+			} else if err != nil {
+				t.Fatal(err)
+			} else if got := show(h); got != tc.want {
+				t.Fatalf("got  %s\nwant %s", got, tc.want)
+			}
+			if got := secret(); got != tc.secret {
+				t.Fatalf("stored password %q, want %q", got, tc.secret)
+			}
+		})
+	}
+	// The new MAC is indexed, the old one free; updates are in the event log.
+	if _, err := e.c.CreateHost(e.ctx, api.HostRequest{Name: "n3", MACs: []string{"52:54:00:aa:00:01"}}); err != nil {
+		t.Fatalf("the replaced MAC is not free: %v", err)
+	}
+	evs, err := e.c.Events(e.ctx, "n1", "", -1)
+	if err != nil || len(evs) != 10 || evs[1].Kind != "host.update" || evs[1].Message != "changed macs" || evs[3].Message != "changed bmc, bmc_insecure_tls" {
+		t.Fatalf("events of n1: %+v %v", evs, err)
+	}
+	for i, b := range e.rec.all() {
+		for _, pw := range []string{pw1, pw2} {
+			if bytes.Contains(b, []byte(pw)) {
+				t.Fatalf("response %d holds a BMC password: %s", i, b)
+			}
+		}
+	}
+	if strings.Contains(e.log.String(), pw1) || strings.Contains(e.log.String(), pw2) {
+		t.Fatal("the server log holds a BMC password")
+	}
+}
+
 func TestAssignRevertHistory(t *testing.T) {
 	e := newEnv(t)
 	img1, img2 := makeSquashfs(t, "1"), makeSquashfs(t, "2")

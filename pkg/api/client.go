@@ -132,6 +132,12 @@ func (c *Client) Host(ctx context.Context, name string) (fleet.Host, error) {
 	return h, c.call(ctx, "GET", "/api/v1/hosts/"+url.PathEscape(name), nil, &h)
 }
 
+// UpdateHost changes the fields req sets.
+func (c *Client) UpdateHost(ctx context.Context, name string, req HostUpdate) (fleet.Host, error) {
+	var h fleet.Host
+	return h, c.call(ctx, "PATCH", "/api/v1/hosts/"+url.PathEscape(name), req, &h)
+}
+
 // DeleteHost removes a host and its history.
 func (c *Client) DeleteHost(ctx context.Context, name string) error {
 	return c.call(ctx, "DELETE", "/api/v1/hosts/"+url.PathEscape(name), nil, nil)

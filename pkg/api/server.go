@@ -26,6 +26,7 @@ type Store interface {
 	GetHost(ctx context.Context, name string) (fleet.Host, error)
 	ListHosts(ctx context.Context, sel fleet.Selector) ([]fleet.Host, error)
 	UpdateHost(ctx context.Context, name string, fn func(*fleet.Host) error) (fleet.Host, error)
+	UpdateHostSecret(ctx context.Context, name string, fn func(*fleet.Host) error, sealed []byte) (fleet.Host, error)
 	DeleteHost(ctx context.Context, name string) error
 	SetSecret(ctx context.Context, host string, sealed []byte) error
 	AssignHosts(ctx context.Context, hosts []string, ref, actor, reason string) ([]fleet.Host, []string, error)
@@ -103,6 +104,7 @@ func NewServer(cfg Config) (*Server, error) {
 		"POST /api/v1/hosts":                  s.createHost,
 		"GET /api/v1/hosts":                   s.listHosts,
 		"GET /api/v1/hosts/{name}":            s.getHost,
+		"PATCH /api/v1/hosts/{name}":          s.updateHost,
 		"DELETE /api/v1/hosts/{name}":         s.deleteHost,
 		"POST /api/v1/hosts/{name}/labels":    s.labelHost,
 		"POST /api/v1/hosts/{name}/boot-mode": s.bootMode,
@@ -205,37 +207,27 @@ func (s *Server) createHost(w http.ResponseWriter, r *http.Request) {
 	if h.Labels == nil {
 		h.Labels = map[string]string{}
 	}
-	if req.IP != "" {
-		p, err := netip.ParsePrefix(req.IP)
-		if err != nil {
-			s.fail(w, r, fmt.Errorf("%w: ip %q: want ADDR/PREFIX such as 198.18.0.10/15", fleet.ErrInvalid, req.IP))
-			return
-		}
-		h.IP = p
+	var err error
+	if h.IP, err = parseHostIP(req.IP); err != nil {
+		s.fail(w, r, err)
+		return
 	}
-	if req.Gateway != "" {
-		a, err := netip.ParseAddr(req.Gateway)
-		if err != nil {
-			s.fail(w, r, fmt.Errorf("%w: gateway %q is not an IP address", fleet.ErrInvalid, req.Gateway))
-			return
-		}
-		h.Gateway = a
+	if h.Gateway, err = parseGateway(req.Gateway); err != nil {
+		s.fail(w, r, err)
+		return
 	}
 	if req.BMCURL != "" {
-		if s.cfg.CheckBMC != nil {
-			if err := s.cfg.CheckBMC(req.BMCURL); err != nil {
-				s.fail(w, r, fmt.Errorf("%w: bmc: %v", fleet.ErrInvalid, err))
-				return
-			}
+		if err := s.checkBMC(req.BMCURL); err != nil {
+			s.fail(w, r, err)
+			return
 		}
 		h.BMC = &fleet.BMC{URL: req.BMCURL, InsecureTLS: req.BMCInsecureTLS, HasPassword: req.BMCPassword != ""}
 	} else if req.BMCPassword != "" {
-		s.fail(w, r, fmt.Errorf("%w: a bmc password was given without a bmc url", fleet.ErrInvalid))
+		s.fail(w, r, errPasswordWithoutBMC)
 		return
 	}
 	var sealed []byte
 	if req.BMCPassword != "" {
-		var err error
 		if sealed, err = s.cfg.Sealer.Seal(h.Name, []byte(req.BMCPassword)); err != nil {
 			s.fail(w, r, err)
 			return
@@ -255,6 +247,131 @@ func (s *Server) createHost(w http.ResponseWriter, r *http.Request) {
 	}
 	s.event(r, fleet.Event{Kind: "host.add", Host: h.Name, Message: "host added"})
 	writeJSON(w, http.StatusCreated, created)
+}
+
+var errPasswordWithoutBMC = fmt.Errorf("%w: a bmc password was given without a bmc url", fleet.ErrInvalid)
+
+// parseHostIP parses a fixed address; "" is none.
+func parseHostIP(v string) (netip.Prefix, error) {
+	if v == "" {
+		return netip.Prefix{}, nil
+	}
+	p, err := netip.ParsePrefix(v)
+	if err != nil {
+		return p, fmt.Errorf("%w: ip %q: want ADDR/PREFIX such as 198.18.0.10/15", fleet.ErrInvalid, v)
+	}
+	return p, nil
+}
+
+// parseGateway parses a gateway address; "" is none.
+func parseGateway(v string) (netip.Addr, error) {
+	if v == "" {
+		return netip.Addr{}, nil
+	}
+	a, err := netip.ParseAddr(v)
+	if err != nil {
+		return a, fmt.Errorf("%w: gateway %q is not an IP address", fleet.ErrInvalid, v)
+	}
+	return a, nil
+}
+
+func (s *Server) checkBMC(url string) error {
+	if s.cfg.CheckBMC == nil {
+		return nil
+	}
+	if err := s.cfg.CheckBMC(url); err != nil {
+		return fmt.Errorf("%w: bmc: %v", fleet.ErrInvalid, err)
+	}
+	return nil
+}
+
+// updateHost changes the fields a HostUpdate sets, and the sealed BMC
+// password with them in one transaction.
+func (s *Server) updateHost(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	var req HostUpdate
+	if !s.decode(w, r, &req) {
+		return
+	}
+	var ip netip.Prefix
+	var gw netip.Addr
+	var sealed []byte
+	var err error
+	if req.IP != nil {
+		ip, err = parseHostIP(*req.IP)
+	}
+	if err == nil && req.Gateway != nil {
+		gw, err = parseGateway(*req.Gateway)
+	}
+	if err == nil && req.BMCURL != nil && *req.BMCURL != "" {
+		err = s.checkBMC(*req.BMCURL)
+	}
+	if err == nil && req.BMCPassword != nil && *req.BMCPassword != "" {
+		sealed, err = s.cfg.Sealer.Seal(name, []byte(*req.BMCPassword))
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	var changed []string
+	apply := func(h *fleet.Host) error {
+		changed = changed[:0]
+		if req.MACs != nil {
+			h.MACs, changed = req.MACs, append(changed, "macs")
+		}
+		if req.IP != nil {
+			h.IP, changed = ip, append(changed, "ip")
+			if !ip.IsValid() {
+				h.Gateway = netip.Addr{}
+			}
+		}
+		if req.Gateway != nil {
+			h.Gateway, changed = gw, append(changed, "gateway")
+		}
+		if req.BMCURL != nil {
+			switch {
+			case *req.BMCURL == "":
+				h.BMC = nil
+			case h.BMC == nil:
+				h.BMC = &fleet.BMC{URL: *req.BMCURL}
+			default:
+				h.BMC.URL = *req.BMCURL
+			}
+			changed = append(changed, "bmc")
+		}
+		if req.BMCInsecureTLS != nil {
+			if h.BMC == nil {
+				return fmt.Errorf("%w: bmc_insecure_tls for host %s, which has no bmc", fleet.ErrInvalid, name)
+			}
+			h.BMC.InsecureTLS, changed = *req.BMCInsecureTLS, append(changed, "bmc_insecure_tls")
+		}
+		if req.BMCPassword != nil {
+			if h.BMC == nil {
+				return errPasswordWithoutBMC
+			}
+			h.BMC.HasPassword, changed = sealed != nil, append(changed, "bmc_password")
+		}
+		if req.NetbootDisabled != nil {
+			h.NetbootDisabled, changed = *req.NetbootDisabled, append(changed, "netboot")
+		}
+		if len(changed) == 0 {
+			return fmt.Errorf("%w: nothing to change", fleet.ErrInvalid)
+		}
+		return nil
+	}
+	var h fleet.Host
+	if req.BMCPassword != nil || (req.BMCURL != nil && *req.BMCURL == "") {
+		// A removed BMC takes its password along (sealed is nil then).
+		h, err = s.cfg.Store.UpdateHostSecret(r.Context(), name, apply, sealed)
+	} else {
+		h, err = s.cfg.Store.UpdateHost(r.Context(), name, apply)
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.event(r, fleet.Event{Kind: "host.update", Host: name, Message: "changed " + strings.Join(changed, ", ")})
+	writeJSON(w, http.StatusOK, h)
 }
 
 func (s *Server) event(r *http.Request, es ...fleet.Event) {

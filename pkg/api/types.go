@@ -24,6 +24,20 @@ type HostRequest struct {
 	BootMode string `json:"boot_mode,omitempty"`
 }
 
+// HostUpdate changes what it sets and leaves the rest (nil) as it is. An
+// empty IP, Gateway or BMCURL removes the fixed address, the gateway or the
+// BMC (with its stored password); an empty BMCPassword removes the stored
+// password. BMCPassword is write-only like HostRequest's.
+type HostUpdate struct {
+	MACs            []string `json:"macs,omitempty"`
+	IP              *string  `json:"ip,omitempty"`
+	Gateway         *string  `json:"gateway,omitempty"`
+	BMCURL          *string  `json:"bmc_url,omitempty"`
+	BMCPassword     *string  `json:"bmc_password,omitempty"`
+	BMCInsecureTLS  *bool    `json:"bmc_insecure_tls,omitempty"`
+	NetbootDisabled *bool    `json:"netboot_disabled,omitempty"`
+}
+
 // BootModeRequest sets or clears (empty Mode) a host's boot mode override.
 type BootModeRequest struct {
 	Mode string `json:"mode"`

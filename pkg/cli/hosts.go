@@ -13,8 +13,8 @@ import (
 )
 
 func (a *app) hostCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "host", Short: "Add, list, show, label, power and remove hosts"}
-	cmd.AddCommand(a.hostAdd(), a.hostList(), a.hostShow(), a.hostLabel(), a.hostRm(), a.hostPower(), a.hostReports(), a.hostBootMode())
+	cmd := &cobra.Command{Use: "host", Short: "Add, list, show, change, label, power and remove hosts"}
+	cmd.AddCommand(a.hostAdd(), a.hostList(), a.hostShow(), a.hostSet(), a.hostLabel(), a.hostRm(), a.hostPower(), a.hostReports(), a.hostBootMode())
 	return cmd
 }
 
@@ -33,13 +33,8 @@ func (a *app) hostAdd() *cobra.Command {
 				return usageError{err}
 			}
 			if pwFile != "" {
-				b, err := os.ReadFile(pwFile)
-				if err != nil {
-					return fmt.Errorf("--bmc-password-file: %w", err)
-				}
-				req.BMCPassword = strings.TrimRight(string(b), "\r\n")
-				if req.BMCPassword == "" {
-					return usageError{fmt.Errorf("--bmc-password-file %s is empty", pwFile)}
+				if req.BMCPassword, err = readPassword(pwFile); err != nil {
+					return err
 				}
 			}
 			c, err := a.api()
@@ -65,6 +60,88 @@ func (a *app) hostAdd() *cobra.Command {
 	f.StringVar(&req.BootMode, "boot-mode", "", "firmware mode for BMC network boots: bios or uefi (default: what the host last booted with)")
 	return cmd
 }
+
+// readPassword reads a BMC password from a file: its first line.
+func readPassword(file string) (string, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("--bmc-password-file: %w", err)
+	}
+	pw, _, _ := strings.Cut(string(b), "\n")
+	if pw = strings.TrimRight(pw, "\r"); pw == "" {
+		return "", usageError{fmt.Errorf("--bmc-password-file %s is empty", file)}
+	}
+	return pw, nil
+}
+
+func (a *app) hostSet() *cobra.Command {
+	var req api.HostUpdate
+	var macs []string
+	var ip, gateway, bmcURL, pwFile string
+	var noPassword, insecureTLS, netboot bool
+	cmd := &cobra.Command{
+		Use:   "set NAME [--mac MAC...] [--ip ADDR/PREFIX] [--gateway ADDR] [--bmc URL] [--bmc-password-file FILE] ...",
+		Short: "Change a host's NICs, address, BMC or netboot; history and labels stay",
+		Long: `Change what the flags name and leave the rest. --mac replaces all MACs (a new
+NIC or mainboard). An empty --ip "" moves the host to the pool, --gateway "" drops
+the gateway, --bmc "" removes the BMC and its stored password.`,
+		Args: exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			f := cmd.Flags()
+			if f.Changed("mac") {
+				req.MACs = macs
+			}
+			if f.Changed("ip") {
+				req.IP = &ip
+			}
+			if f.Changed("gateway") {
+				req.Gateway = &gateway
+			}
+			if f.Changed("bmc") {
+				req.BMCURL = &bmcURL
+			}
+			if f.Changed("bmc-insecure-tls") {
+				req.BMCInsecureTLS = &insecureTLS
+			}
+			if f.Changed("netboot") {
+				req.NetbootDisabled = ptr(!netboot)
+			}
+			switch {
+			case pwFile != "" && noPassword:
+				return usageError{fmt.Errorf("--bmc-password-file and --no-bmc-password exclude each other")}
+			case pwFile != "":
+				pw, err := readPassword(pwFile)
+				if err != nil {
+					return err
+				}
+				req.BMCPassword = &pw
+			case noPassword:
+				req.BMCPassword = ptr("")
+			}
+			c, err := a.api()
+			if err != nil {
+				return err
+			}
+			h, err := c.UpdateHost(a.ctx, args[0], req)
+			if err != nil {
+				return err
+			}
+			return a.print(h, func(w io.Writer) { fmt.Fprintf(w, "changed host %s\n", h.Name); printHost(w, h) })
+		},
+	}
+	f := cmd.Flags()
+	f.StringArrayVar(&macs, "mac", nil, "MAC address of a NIC (repeat for each NIC); replaces all MACs")
+	f.StringVar(&ip, "ip", "", `fixed address ADDR/PREFIX ("": a lease from the pool)`)
+	f.StringVar(&gateway, "gateway", "", `default gateway for the fixed address ("": none)`)
+	f.StringVar(&bmcURL, "bmc", "", `BMC URL: ipmi://USER@HOST[:PORT] or redfish://USER@HOST[:PORT] ("": no BMC)`)
+	f.StringVar(&pwFile, "bmc-password-file", "", "file holding the new BMC password (stored encrypted, never shown)")
+	f.BoolVar(&noPassword, "no-bmc-password", false, "remove the stored BMC password")
+	f.BoolVar(&insecureTLS, "bmc-insecure-tls", false, "accept the BMC's self-signed certificate (Redfish)")
+	f.BoolVar(&netboot, "netboot", true, "netboot the host (--netboot=false: kiln answers it no boot file)")
+	return cmd
+}
+
+func ptr[T any](v T) *T { return &v }
 
 func printHost(w io.Writer, h fleet.Host) {
 	fmt.Fprintf(w, "name:\t%s\n", h.Name)

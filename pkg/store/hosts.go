@@ -105,34 +105,58 @@ func (s *Store) ListHosts(ctx context.Context, sel fleet.Selector) ([]fleet.Host
 
 // UpdateHost applies fn to the named host in one transaction and stores the
 // result. fn must not change the name; MAC and IP changes are re-indexed (a
-// MAC or IP owned by another host wraps fleet.ErrConflict). An error
-// from fn aborts the update and is returned as is.
+// MAC or IP owned by another host wraps fleet.ErrConflict). An error from fn
+// aborts the update and is returned as is.
 func (s *Store) UpdateHost(ctx context.Context, name string, fn func(*fleet.Host) error) (fleet.Host, error) {
 	var h fleet.Host
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		if err := getHost(tx, name, &h); err != nil {
-			return err
-		}
-		old, oldIP := append([]string(nil), h.MACs...), h.IP
-		if err := fn(&h); err != nil {
-			return err
-		}
-		if h.Name != name {
-			return fmt.Errorf("%w: host %s cannot be renamed", fleet.ErrInvalid, name)
-		}
-		if err := h.Validate(); err != nil {
-			return err
-		}
-		if err := reindexMACs(tx, name, old, h.MACs); err != nil {
-			return err
-		}
-		if err := reindexIP(tx, name, oldIP, h.IP); err != nil {
-			return err
-		}
-		h.Updated = s.now().UTC()
-		return putJSON(tx.Bucket(bHosts), []byte(name), h)
+		var err error
+		h, err = s.updateHost(tx, name, fn)
+		return err
 	})
 	return h, err
+}
+
+// UpdateHostSecret is UpdateHost that also replaces the host's sealed secret
+// (nil deletes it) in the same transaction: both change or neither does.
+func (s *Store) UpdateHostSecret(ctx context.Context, name string, fn func(*fleet.Host) error, sealed []byte) (fleet.Host, error) {
+	var h fleet.Host
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		var err error
+		if h, err = s.updateHost(tx, name, fn); err != nil {
+			return err
+		}
+		if sealed == nil {
+			return tx.Bucket(bSecrets).Delete([]byte(name))
+		}
+		return tx.Bucket(bSecrets).Put([]byte(name), sealed)
+	})
+	return h, err
+}
+
+func (s *Store) updateHost(tx *bolt.Tx, name string, fn func(*fleet.Host) error) (fleet.Host, error) {
+	var h fleet.Host
+	if err := getHost(tx, name, &h); err != nil {
+		return h, err
+	}
+	old, oldIP := append([]string(nil), h.MACs...), h.IP
+	if err := fn(&h); err != nil {
+		return h, err
+	}
+	if h.Name != name {
+		return h, fmt.Errorf("%w: host %s cannot be renamed", fleet.ErrInvalid, name)
+	}
+	if err := h.Validate(); err != nil {
+		return h, err
+	}
+	if err := reindexMACs(tx, name, old, h.MACs); err != nil {
+		return h, err
+	}
+	if err := reindexIP(tx, name, oldIP, h.IP); err != nil {
+		return h, err
+	}
+	h.Updated = s.now().UTC()
+	return h, putJSON(tx.Bucket(bHosts), []byte(name), h)
 }
 
 func reindexMACs(tx *bolt.Tx, host string, old, cur []string) error {
