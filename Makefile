@@ -8,6 +8,9 @@ FUZZTIME     ?= 20s
 # Integration tests (root, namespaces, QEMU): a run pattern narrows them.
 IT_RUN       ?= .
 IT_TIMEOUT   ?= 75m
+# The tests drive tools that live in sbin (ip, dnsmasq, kea-dhcp4, perfdhcp,
+# mkfs.ext4); a non-login shell's PATH may lack it.
+export PATH  := $(PATH):/usr/local/sbin:/usr/sbin:/sbin
 
 .DEFAULT_GOAL := help
 
