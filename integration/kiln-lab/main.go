@@ -13,6 +13,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -84,6 +85,14 @@ func up(ctx context.Context, bin, dir string, n int, img1, img2 string) error {
 			return err
 		}
 	}
+	// The forwarder needs its port; a port someone else holds would leave
+	// the printed KILN_SERVER pointing at them.
+	ln, err := net.Listen("tcp", forwardAddr)
+	if err != nil {
+		return fmt.Errorf("%s, where the lab makes kilnd's API reachable, is in use by another process (ss -ltnp 'sport = :%s' shows which): %w",
+			forwardAddr, strings.Split(forwardAddr, ":")[1], err)
+	}
+	ln.Close()
 	say("starting kilnd in network namespace %s (bridge %s, %s)", netns, labkit.Bridge, labkit.BridgeCIDR)
 	lab, err := labkit.Start(ctx, labkit.Config{Name: netns, Dir: dir, Bin: bin})
 	if err != nil {
@@ -188,9 +197,16 @@ func forward(ctx context.Context, dir string, lab *labkit.Lab) error {
 	}
 	os.WriteFile(filepath.Join(dir, "forward.pid"), []byte(strconv.Itoa(cmd.Process.Pid)), 0o644)
 	cmd.Process.Release()
+	// Ask for the lab's own hosts with its token: only this lab's kilnd
+	// answers that with 200.
+	token, err := os.ReadFile(filepath.Join(lab.Kilnd.DataDir, "admin.token"))
+	if err != nil {
+		return err
+	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		if exec.CommandContext(ctx, "curl", "-sf", "-o", "/dev/null", "--max-time", "2", "http://"+forwardAddr+"/healthz").Run() == nil {
+		if exec.CommandContext(ctx, "curl", "-sf", "-o", "/dev/null", "--max-time", "2", "-H", "Authorization: Bearer "+strings.TrimSpace(string(token)),
+			"http://"+forwardAddr+"/api/v1/hosts").Run() == nil {
 			return nil
 		}
 		if time.Now().After(deadline) {
