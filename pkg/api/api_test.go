@@ -155,8 +155,11 @@ func TestHostErrors(t *testing.T) {
 			if !errors.Is(err, tc.sentinel) {
 				t.Fatalf("errors.Is(%v, %v) is false", err, tc.sentinel)
 			}
-			if errors.Is(err, fleet.ErrNotFound) {
-				t.Fatalf("%v matches ErrNotFound", err)
+			// Only its own sentinel: a 409 says which kind it is.
+			for _, other := range []error{fleet.ErrNotFound, fleet.ErrExists, fleet.ErrConflict, fleet.ErrInUse} {
+				if other != tc.sentinel && errors.Is(err, other) {
+					t.Fatalf("%v also matches %v", err, other)
+				}
 			}
 		})
 		_ = i

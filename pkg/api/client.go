@@ -25,10 +25,12 @@ type Client struct {
 	http  *http.Client
 }
 
-// StatusError is a non-2xx answer from kilnd; Message is the server's error.
+// StatusError is a non-2xx answer from kilnd; Message is the server's error
+// and Reason its Error.Reason.
 type StatusError struct {
 	Code    int
 	Message string
+	Reason  string
 }
 
 func (e *StatusError) Error() string { return e.Message }
@@ -38,12 +40,22 @@ func (e *StatusError) Is(target error) bool {
 	switch target {
 	case fleet.ErrNotFound:
 		return e.Code == http.StatusNotFound
-	case fleet.ErrConflict, fleet.ErrExists, fleet.ErrInUse:
-		return e.Code == http.StatusConflict
+	case fleet.ErrExists:
+		return e.conflict(ReasonExists)
+	case fleet.ErrConflict:
+		return e.conflict(ReasonConflict)
+	case fleet.ErrInUse:
+		return e.conflict(ReasonInUse)
 	case fleet.ErrInvalid:
 		return e.Code == http.StatusBadRequest
 	}
 	return false
+}
+
+// conflict reports whether e is a 409 of the given reason; a 409 without a
+// reason (an older kilnd) matches every reason.
+func (e *StatusError) conflict(reason string) bool {
+	return e.Code == http.StatusConflict && (e.Reason == "" || e.Reason == reason)
 }
 
 // NewClient returns a client for the daemon at server (http://host:port),
@@ -89,7 +101,7 @@ func (c *Client) do(ctx context.Context, method, path string, q url.Values, body
 		if json.Unmarshal(b, &e) != nil || e.Error == "" {
 			e.Error = fmt.Sprintf("kilnd answered %s: %s", resp.Status, strings.TrimSpace(string(b)))
 		}
-		return &StatusError{Code: resp.StatusCode, Message: e.Error}
+		return &StatusError{Code: resp.StatusCode, Message: e.Error, Reason: e.Reason}
 	}
 	if out == nil {
 		return nil

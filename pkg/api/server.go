@@ -167,12 +167,16 @@ func writeError(w http.ResponseWriter, code int, msg string) {
 
 // fail maps an error to its status: the package sentinels decide.
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
-	code := http.StatusInternalServerError
+	code, reason := http.StatusInternalServerError, ""
 	switch {
 	case errors.Is(err, fleet.ErrNotFound):
 		code = http.StatusNotFound
-	case errors.Is(err, fleet.ErrExists), errors.Is(err, fleet.ErrConflict), errors.Is(err, fleet.ErrInUse):
-		code = http.StatusConflict
+	case errors.Is(err, fleet.ErrExists):
+		code, reason = http.StatusConflict, ReasonExists
+	case errors.Is(err, fleet.ErrConflict):
+		code, reason = http.StatusConflict, ReasonConflict
+	case errors.Is(err, fleet.ErrInUse):
+		code, reason = http.StatusConflict, ReasonInUse
 	case errors.Is(err, fleet.ErrInvalid), errors.Is(err, imagestore.ErrNotSquashfs), errors.Is(err, imagestore.ErrNoKernel), errors.Is(err, imagestore.ErrNoInit):
 		code = http.StatusBadRequest
 	case errors.Is(err, imagestore.ErrDiskFull):
@@ -183,7 +187,7 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	if code == http.StatusInternalServerError {
 		s.log.Error("api request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	}
-	writeError(w, code, err.Error())
+	writeJSON(w, code, Error{Error: err.Error(), Reason: reason})
 }
 
 var errUnavailable = errors.New("not available on this kilnd")

@@ -95,4 +95,15 @@ type ImportResponse struct {
 // Error is the body of every non-2xx response.
 type Error struct {
 	Error string `json:"error"`
+	// Reason tells the kinds of 409 apart: "exists" (the name is taken),
+	// "conflict" (a MAC, IP or content clashes with what is stored) or
+	// "in_use" (still needed, e.g. an assigned image). Empty otherwise.
+	Reason string `json:"reason,omitempty"`
 }
+
+// The values of Error.Reason.
+const (
+	ReasonExists   = "exists"
+	ReasonConflict = "conflict"
+	ReasonInUse    = "in_use"
+)
