@@ -22,13 +22,12 @@ import (
 
 // Store is the state the API reads and changes (implemented by *store.Store).
 type Store interface {
-	CreateHost(ctx context.Context, h fleet.Host) (fleet.Host, error)
+	CreateHostSecret(ctx context.Context, h fleet.Host, sealed []byte) (fleet.Host, error)
 	GetHost(ctx context.Context, name string) (fleet.Host, error)
 	ListHosts(ctx context.Context, sel fleet.Selector) ([]fleet.Host, error)
 	UpdateHost(ctx context.Context, name string, fn func(*fleet.Host) error) (fleet.Host, error)
 	UpdateHostSecret(ctx context.Context, name string, fn func(*fleet.Host) error, sealed []byte) (fleet.Host, error)
 	DeleteHost(ctx context.Context, name string) error
-	SetSecret(ctx context.Context, host string, sealed []byte) error
 	AssignHosts(ctx context.Context, hosts []string, ref, actor, reason string) ([]fleet.Host, []string, error)
 	History(ctx context.Context, host string) ([]fleet.HistoryEntry, error)
 	Reports(ctx context.Context, host string, limit int) ([]fleet.BootReport, error)
@@ -237,17 +236,10 @@ func (s *Server) createHost(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	created, err := s.cfg.Store.CreateHost(r.Context(), h)
+	created, err := s.cfg.Store.CreateHostSecret(r.Context(), h, sealed)
 	if err != nil {
 		s.fail(w, r, err)
 		return
-	}
-	if sealed != nil {
-		if err := s.cfg.Store.SetSecret(r.Context(), h.Name, sealed); err != nil {
-			s.cfg.Store.DeleteHost(r.Context(), h.Name)
-			s.fail(w, r, err)
-			return
-		}
 	}
 	s.event(r, fleet.Event{Kind: "host.add", Host: h.Name, Message: "host added"})
 	writeJSON(w, http.StatusCreated, created)

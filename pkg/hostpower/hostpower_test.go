@@ -21,10 +21,9 @@ func TestPowerResolvesHostsAndPasswords(t *testing.T) {
 	}
 	defer st.Close()
 	box, _ := secret.LoadOrCreateKey(filepath.Join(t.TempDir(), "key"))
-	st.CreateHost(ctx, fleet.Host{Name: "uefi", MACs: []string{"52:54:00:00:00:01"}, BootMode: "uefi",
-		BMC: &fleet.BMC{URL: "ipmi://admin@198.18.0.5:623", HasPassword: true}})
 	sealed, _ := box.Seal("uefi", []byte("s3cret"))
-	st.SetSecret(ctx, "uefi", sealed)
+	st.CreateHostSecret(ctx, fleet.Host{Name: "uefi", MACs: []string{"52:54:00:00:00:01"}, BootMode: "uefi",
+		BMC: &fleet.BMC{URL: "ipmi://admin@198.18.0.5:623", HasPassword: true}}, sealed)
 	st.CreateHost(ctx, fleet.Host{Name: "nobmc", MACs: []string{"52:54:00:00:00:02"}})
 
 	fake := &bmc.Fake{}

@@ -15,6 +15,13 @@ import (
 // free: a taken name wraps fleet.ErrExists, a MAC or IP owned by another host
 // fleet.ErrConflict.
 func (s *Store) CreateHost(ctx context.Context, h fleet.Host) (fleet.Host, error) {
+	return s.CreateHostSecret(ctx, h, nil)
+}
+
+// CreateHostSecret is CreateHost that also stores the host's sealed secret
+// (nil: none) in the same transaction: both are stored or neither is. The
+// store never interprets a secret.
+func (s *Store) CreateHostSecret(ctx context.Context, h fleet.Host, sealed []byte) (fleet.Host, error) {
 	if err := h.Validate(); err != nil {
 		return fleet.Host{}, err
 	}
@@ -30,6 +37,11 @@ func (s *Store) CreateHost(ctx context.Context, h fleet.Host) (fleet.Host, error
 		}
 		if err := reindexIP(tx, h.Name, netip.Prefix{}, h.IP); err != nil {
 			return err
+		}
+		if sealed != nil {
+			if err := tx.Bucket(bSecrets).Put([]byte(h.Name), sealed); err != nil {
+				return err
+			}
 		}
 		return putJSON(hosts, []byte(h.Name), h)
 	})
@@ -238,21 +250,6 @@ func (s *Store) RecordBootMode(ctx context.Context, host, mode string) error {
 		}
 		h.BootMode = mode
 		return putJSON(tx.Bucket(bHosts), []byte(host), h)
-	})
-}
-
-// SetSecret stores an opaque (already encrypted) secret for host; nil deletes
-// it. The store never interprets it.
-func (s *Store) SetSecret(ctx context.Context, host string, sealed []byte) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
-		var h fleet.Host
-		if err := getHost(tx, host, &h); err != nil {
-			return err
-		}
-		if sealed == nil {
-			return tx.Bucket(bSecrets).Delete([]byte(host))
-		}
-		return tx.Bucket(bSecrets).Put([]byte(host), sealed)
 	})
 }
 

@@ -168,6 +168,48 @@ func TestFixedIPIndex(t *testing.T) {
 	}
 }
 
+// A host and its secret are stored together or not at all, and an update
+// replaces or deletes the secret with the host.
+func TestHostSecretsAtomic(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openTest(t)
+	if _, err := s.CreateHostSecret(ctx, fleet.Host{Name: "a", MACs: []string{"52:54:00:aa:00:01"}}, []byte("sealed-a")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateHostSecret(ctx, fleet.Host{Name: "b", MACs: []string{"52:54:00:aa:00:01"}}, []byte("sealed-b")); !errors.Is(err, fleet.ErrConflict) {
+		t.Fatalf("create with a taken MAC: %v", err)
+	}
+	if _, err := s.Secret(ctx, "b"); !errors.Is(err, fleet.ErrNotFound) {
+		t.Fatalf("the refused host's secret was stored: %v", err)
+	}
+	refuse := func(*fleet.Host) error { return fleet.ErrInvalid }
+	if _, err := s.UpdateHostSecret(ctx, "a", refuse, []byte("sealed-a2")); !errors.Is(err, fleet.ErrInvalid) {
+		t.Fatal(err)
+	}
+	secret := func() string {
+		got, err := s.Secret(ctx, "a")
+		if errors.Is(err, fleet.ErrNotFound) {
+			return "none"
+		}
+		return string(got)
+	}
+	if got := secret(); got != "sealed-a" {
+		t.Fatalf("after a refused update the secret is %q", got)
+	}
+	keep := func(*fleet.Host) error { return nil }
+	for _, step := range []struct {
+		sealed []byte
+		want   string
+	}{{[]byte("sealed-a3"), "sealed-a3"}, {nil, "none"}} {
+		if _, err := s.UpdateHostSecret(ctx, "a", keep, step.sealed); err != nil {
+			t.Fatal(err)
+		}
+		if got := secret(); got != step.want {
+			t.Fatalf("secret %q, want %q", got, step.want)
+		}
+	}
+}
+
 // A schema 1 file has no IP index: Open builds it, keeping the first of two
 // hosts that share an IP, and the file is then schema 2.
 func TestUpgradeSchema1(t *testing.T) {
