@@ -190,10 +190,15 @@ func reindexMACs(tx *bolt.Tx, host string, old, cur []string) error {
 }
 
 // reindexIP moves host's entry in the fixed-IP index from old to cur (either
-// may be the zero Prefix: no fixed IP).
+// may be the zero Prefix: no fixed IP). An unchanged address is left alone,
+// and only an entry of host's own is removed: hosts that shared an address
+// before schema 2 keep the index as the upgrade left it.
 func reindexIP(tx *bolt.Tx, host string, old, cur netip.Prefix) error {
+	if old.Addr() == cur.Addr() {
+		return nil
+	}
 	ips := tx.Bucket(bIPs)
-	if old.IsValid() {
+	if old.IsValid() && string(ips.Get(ipKey(old.Addr()))) == host {
 		if err := ips.Delete(ipKey(old.Addr())); err != nil {
 			return err
 		}

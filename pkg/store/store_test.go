@@ -250,6 +250,17 @@ func TestUpgradeSchema1(t *testing.T) {
 	if !strings.Contains(logs.String(), "two hosts share a fixed IP") || !strings.Contains(logs.String(), "host=b") {
 		t.Errorf("duplicate IP not logged: %s", logs.String())
 	}
+	// b, not indexed, can still be changed and removed without taking the
+	// address from a.
+	if _, err := s.UpdateHost(ctx, "b", func(h *fleet.Host) error { h.Labels = map[string]string{"rack": "r2"}; return nil }); err != nil {
+		t.Fatalf("label change of b: %v", err)
+	}
+	if err := s.DeleteHost(ctx, "b"); err != nil {
+		t.Fatal(err)
+	}
+	if h, err := s.HostByIP(ctx, netip.MustParseAddr("198.18.0.10")); err != nil || h.Name != "a" {
+		t.Errorf("after b changed and left, 198.18.0.10 = %q, %v; want a", h.Name, err)
+	}
 	var schema uint64
 	_ = s.db.View(func(tx *bolt.Tx) error { schema = binary.BigEndian.Uint64(tx.Bucket(bMeta).Get(kSchema)); return nil })
 	if schema != SchemaVersion {
