@@ -13,7 +13,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -45,20 +44,8 @@ type daemon struct {
 	dataDir string
 	addr    string
 	cmd     *exec.Cmd
-	log     *syncBuffer
+	log     *testtool.SyncBuffer
 }
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 func freeAddr(t *testing.T) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -73,7 +60,7 @@ func startDaemon(t *testing.T, dataDir string, extra ...string) *daemon {
 	t.Helper()
 	kinit := filepath.Join(t.TempDir(), "kiln-init")
 	os.WriteFile(kinit, []byte("\x7fELF fake kiln-init for tests"), 0o755)
-	d := &daemon{t: t, dataDir: dataDir, addr: freeAddr(t), log: &syncBuffer{}}
+	d := &daemon{t: t, dataDir: dataDir, addr: freeAddr(t), log: &testtool.SyncBuffer{}}
 	args := append([]string{"--data-dir", dataDir, "--api-listen", d.addr, "--kiln-init", kinit, "--log-level", "debug"}, extra...)
 	d.cmd = exec.Command(filepath.Join(binDir, "kilnd"), args...)
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log

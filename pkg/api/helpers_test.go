@@ -52,24 +52,6 @@ func (c *clock) Now() time.Time {
 	return c.now
 }
 
-// syncBuffer is a bytes.Buffer safe for the server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // recorder is an http.RoundTripper that keeps a copy of every response body
 // the client receives, so a test can scan all of them.
 type recorder struct {
@@ -297,7 +279,7 @@ type env struct {
 	box      *secret.Box
 	power    *fakePower
 	rollouts *fakeRollouts
-	log      *syncBuffer
+	log      *testtool.SyncBuffer
 	srv      *httptest.Server
 	rec      *recorder
 	c        *api.Client
@@ -310,7 +292,7 @@ type envOpt func(*api.Config)
 func newEnv(t *testing.T, opts ...envOpt) *env {
 	t.Helper()
 	dir := t.TempDir()
-	e := &env{t: t, clock: newClock(), log: &syncBuffer{}, ctx: context.Background(), dbPath: filepath.Join(dir, "kiln.db")}
+	e := &env{t: t, clock: newClock(), log: &testtool.SyncBuffer{}, ctx: context.Background(), dbPath: filepath.Join(dir, "kiln.db")}
 	logger := slog.New(slog.NewTextHandler(e.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	st, err := store.Open(e.dbPath, store.Options{Now: e.clock.Now, NoSync: true, Logger: logger})
 	if err != nil {

@@ -1,7 +1,6 @@
 package bmc
 
 import (
-	"bytes"
 	"context"
 	"crypto/x509"
 	"errors"
@@ -13,9 +12,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/immutableinfra/kiln/pkg/bmc/redfishtest"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/immutableinfra/kiln/pkg/bmc/redfishtest"
+	"github.com/immutableinfra/kiln/pkg/testtool"
 )
 
 const rfPassword = "s3cr3t-Redfish-pw"
@@ -40,27 +41,9 @@ func newRedfish(t *testing.T, opts redfishtest.Options) *redfishtest.Server {
 	return srv
 }
 
-// logBuffer is a concurrency-safe buffer behind a debug-level slog logger.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func newTestManager(t *testing.T, cfg Config) (*Manager, *logBuffer, *prometheus.Registry) {
+func newTestManager(t *testing.T, cfg Config) (*Manager, *testtool.SyncBuffer, *prometheus.Registry) {
 	t.Helper()
-	lb := &logBuffer{}
+	lb := &testtool.SyncBuffer{}
 	log := slog.New(slog.NewTextHandler(lb, &slog.HandlerOptions{Level: slog.Level(-10)}))
 	reg := prometheus.NewRegistry()
 	m, err := New(cfg, log, reg)

@@ -1,7 +1,6 @@
 package httpboot
 
 import (
-	"bytes"
 	"io"
 	"log/slog"
 	"net/http"
@@ -14,25 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/immutableinfra/kiln/pkg/fleet"
+	"github.com/immutableinfra/kiln/pkg/testtool"
 )
-
-// syncBuffer is a log sink safe for the server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 var scriptTokenRE = regexp.MustCompile(`kiln\.token=(\S+)`)
 
@@ -56,7 +38,7 @@ func post(t *testing.T, url, auth, body string) (int, string, http.Header) {
 }
 
 func TestReports(t *testing.T) {
-	var logs syncBuffer
+	var logs testtool.SyncBuffer
 	hosts := newFakeHosts(testHosts(), []fleet.Image{testImage()})
 	var (
 		hookMu sync.Mutex
