@@ -29,6 +29,28 @@ func run(ctx context.Context, name string, args ...string) error {
 	return nil
 }
 
+// VethPair creates namespaces aNS and bNS joined by one veth pair and
+// nothing else: aIf in aNS with address aCIDR, bIf in bNS with bCIDR, lo
+// and both ends up. The caller deletes the namespaces.
+func VethPair(ctx context.Context, aNS, bNS, aIf, bIf, aCIDR, bCIDR string) error {
+	for _, args := range [][]string{
+		{"netns", "add", aNS},
+		{"netns", "add", bNS},
+		{"link", "add", aIf, "netns", aNS, "type", "veth", "peer", "name", bIf, "netns", bNS},
+		{"-n", aNS, "addr", "add", aCIDR, "dev", aIf},
+		{"-n", bNS, "addr", "add", bCIDR, "dev", bIf},
+		{"-n", aNS, "link", "set", "lo", "up"},
+		{"-n", bNS, "link", "set", "lo", "up"},
+		{"-n", aNS, "link", "set", aIf, "up"},
+		{"-n", bNS, "link", "set", bIf, "up"},
+	} {
+		if err := run(ctx, "ip", args...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Netns is a private network namespace with a bridge and no route out.
 type Netns struct {
 	Name string

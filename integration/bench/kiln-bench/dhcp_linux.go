@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"text/template"
 	"time"
+
+	"github.com/immutableinfra/kiln/integration/bench/perfdhcp"
 )
 
 // DHCP pool of every server: the whole /15 but the first /24.
@@ -63,7 +65,7 @@ func (r *runner) dhcp(ctx context.Context) error {
 		}},
 		{"kea", func(ctx context.Context, dir string) (*proc, error) {
 			var b bytes.Buffer
-			if err := keaTmpl.Execute(&b, map[string]string{"Iface": p.srvIf, "Dir": dir, "Subnet": subnet, "Start": dhcpStart, "End": dhcpEnd, "MT": ""}); err != nil {
+			if err := keaTmpl.Execute(&b, map[string]string{"Iface": p.srvIf, "Dir": dir, "Subnet": subnet, "Start": dhcpStart, "End": dhcpEnd}); err != nil {
 				return nil, err
 			}
 			conf := filepath.Join(dir, "kea-dhcp4.json")
@@ -99,15 +101,15 @@ func (r *runner) dhcp(ctx context.Context) error {
 	if r.cfg.Quick {
 		rates, period = []int{250, 500, 1000, 2000, 4000, 8000, 12000, 16000}, 3
 	}
-	run := func(s dhcpServer, rate, period int, timers bool) (Perfdhcp, error) {
+	run := func(s dhcpServer, rate, period int, timers bool) (perfdhcp.Result, error) {
 		dir, err := os.MkdirTemp(r.work, "dhcp-"+s.name+"-")
 		if err != nil {
-			return Perfdhcp{}, err
+			return perfdhcp.Result{}, err
 		}
 		defer os.RemoveAll(dir)
 		pr, err := s.start(ctx, dir)
 		if err != nil {
-			return Perfdhcp{}, err
+			return perfdhcp.Result{}, err
 		}
 		defer pr.Stop()
 		args := []string{"perfdhcp", "-4", "-g", "single", "-l", p.cliIf, "-r", strconv.Itoa(rate), "-R", "200000", "-p", strconv.Itoa(period), "-W", "1000000"}
@@ -115,7 +117,7 @@ func (r *runner) dhcp(ctx context.Context) error {
 			args = append(args, "-x", "t")
 		}
 		out, errOut, _ := r.client(ctx, p.cliNS, time.Duration(period+30)*time.Second, args...) // non-zero exit when packets were dropped
-		res, err := ParsePerfdhcp(out)
+		res, err := perfdhcp.Parse(out)
 		if err != nil {
 			return res, fmt.Errorf("%s at %d/s: %w\n%s%s\nserver log:\n%s", s.name, rate, err, out, errOut, pr.Log())
 		}

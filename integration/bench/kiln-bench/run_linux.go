@@ -14,6 +14,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/immutableinfra/kiln/integration/labkit"
 )
 
 // Addresses of the veth pair of every section (inside its namespaces only).
@@ -158,30 +160,14 @@ func (r *runner) newPair(ctx context.Context, tag string) (pair, error) {
 		srvNS: fmt.Sprintf("kb-%s-s-%d", tag, r.id), cliNS: fmt.Sprintf("kb-%s-c-%d", tag, r.id),
 		srvIf: fmt.Sprintf("kb%ss%d", tag, r.id), cliIf: fmt.Sprintf("kb%sc%d", tag, r.id),
 	}
-	r.mu.Lock()
-	r.nss[p.srvNS], r.nss[p.cliNS] = struct{}{}, struct{}{}
-	r.mu.Unlock()
 	r.deleteNetns(p.srvNS) // left over from a killed run with the same id
 	r.deleteNetns(p.cliNS)
+	// Recorded before they exist, so that cleanup removes what VethPair
+	// got to make.
 	r.mu.Lock()
 	r.nss[p.srvNS], r.nss[p.cliNS] = struct{}{}, struct{}{}
 	r.mu.Unlock()
-	for _, args := range [][]string{
-		{"netns", "add", p.srvNS},
-		{"netns", "add", p.cliNS},
-		{"link", "add", p.srvIf, "netns", p.srvNS, "type", "veth", "peer", "name", p.cliIf, "netns", p.cliNS},
-		{"-n", p.srvNS, "addr", "add", serverIP + "/15", "dev", p.srvIf},
-		{"-n", p.cliNS, "addr", "add", clientIP + "/15", "dev", p.cliIf},
-		{"-n", p.srvNS, "link", "set", "lo", "up"},
-		{"-n", p.cliNS, "link", "set", "lo", "up"},
-		{"-n", p.srvNS, "link", "set", p.srvIf, "up"},
-		{"-n", p.cliNS, "link", "set", p.cliIf, "up"},
-	} {
-		if out, err := exec.CommandContext(ctx, "ip", args...).CombinedOutput(); err != nil {
-			return p, fmt.Errorf("ip %s: %w: %s", strings.Join(args, " "), err, bytes.TrimSpace(out))
-		}
-	}
-	return p, nil
+	return p, labkit.VethPair(ctx, p.srvNS, p.cliNS, p.srvIf, p.cliIf, serverIP+"/15", clientIP+"/15")
 }
 
 // proc is a server process started inside a namespace.
