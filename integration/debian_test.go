@@ -3,7 +3,6 @@
 package integration
 
 import (
-	"context"
 	"os"
 	"strings"
 	"testing"
@@ -23,23 +22,14 @@ func TestDebianImage(t *testing.T) {
 	if path == "" {
 		t.Skip("KILN_DEBIAN_IMAGE is not set: run `make test-debian`")
 	}
-	ctx := context.Background()
 	lab := newLab(t, "kiln-it-debian")
 	var res struct {
 		Image fleet.Image `json:"image"`
 	}
 	kilnJSON(t, lab, &res, "image", "import", "debian-12@test", "--rootfs", path, "--cmdline", "console=ttyS0,115200n8")
 	img := res.Image
-	h, err := lab.AddHost(ctx, labkit.HostSpec{Name: "deb1", Firmware: labkit.BIOS, MemoryMB: 2048})
-	if err != nil {
-		t.Fatal(err)
-	}
-	kiln(t, lab, "host", "add", "deb1", "--mac", h.Spec.MACs[0])
-	kiln(t, lab, "assign", "deb1", img.Ref)
 	start := time.Now()
-	if err := h.PowerOn(ctx, true); err != nil {
-		t.Fatal(err)
-	}
+	h := netbootHost(t, lab, labkit.HostSpec{Name: "deb1", Firmware: labkit.BIOS, MemoryMB: 2048}, img.Ref)
 	r := waitReport(t, lab, "deb1", img.Ref, 15*time.Minute)
 	if r.Phase != fleet.PhaseBooted || r.Digest != img.Rootfs.Digest || r.Message != "multi-user reached" {
 		t.Fatalf("report %+v", r)

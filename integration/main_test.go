@@ -150,6 +150,26 @@ func host(t *testing.T, lab *labkit.Lab, name string) fleet.Host {
 	return h
 }
 
+// netbootHost adds a lab host from spec, registers it with kiln under all
+// its MACs, assigns it ref and powers it on with a one-time network boot.
+func netbootHost(t *testing.T, lab *labkit.Lab, spec labkit.HostSpec, ref string) *labkit.Host {
+	t.Helper()
+	h, err := lab.AddHost(context.Background(), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"host", "add", spec.Name}
+	for _, m := range h.Spec.MACs {
+		args = append(args, "--mac", m)
+	}
+	kiln(t, lab, args...)
+	kiln(t, lab, "assign", spec.Name, ref)
+	if err := h.PowerOn(context.Background(), true); err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
 // waitReport waits until host's newest boot report for image ref is
 // terminal and returns it.
 func waitReport(t *testing.T, lab *labkit.Lab, name, ref string, timeout time.Duration) fleet.BootReport {

@@ -77,7 +77,6 @@ func TestNetbootTestImage(t *testing.T) {
 // the host never switches into it and kilnd holds a failed report that names
 // the digest.
 func TestCorruptBlobNeverSwitched(t *testing.T) {
-	ctx := context.Background()
 	lab := newLab(t, "kiln-it-corrupt")
 	img := importImage(t, lab, "testimage@1", testImage(t, "1", false))
 	blob := filepath.Join(lab.Kilnd.DataDir, "blobs", "sha256", img.Rootfs.Digest.Hex())
@@ -93,15 +92,7 @@ func TestCorruptBlobNeverSwitched(t *testing.T) {
 	}
 	f.Close()
 
-	h, err := lab.AddHost(ctx, labkit.HostSpec{Name: "victim", Firmware: labkit.BIOS})
-	if err != nil {
-		t.Fatal(err)
-	}
-	kiln(t, lab, "host", "add", "victim", "--mac", h.Spec.MACs[0])
-	kiln(t, lab, "assign", "victim", img.Ref)
-	if err := h.PowerOn(ctx, true); err != nil {
-		t.Fatal(err)
-	}
+	h := netbootHost(t, lab, labkit.HostSpec{Name: "victim", Firmware: labkit.BIOS}, img.Ref)
 	r := waitReport(t, lab, "victim", img.Ref, 5*time.Minute)
 	if r.Phase != fleet.PhaseFailed || !strings.Contains(r.Message, string(img.Rootfs.Digest)) {
 		t.Fatalf("report %+v: want failed naming %s", r, img.Rootfs.Digest)

@@ -127,19 +127,10 @@ func TestDeadBMC(t *testing.T) {
 // TestTwoNICs boots a host from its second NIC: kiln-init brings up the NIC
 // whose MAC DHCP saw (the one in the script URL), not the first one.
 func TestTwoNICs(t *testing.T) {
-	ctx := context.Background()
 	lab := newLab(t, "kiln-it-twonics")
 	img := importImage(t, lab, "testimage@1", testImage(t, "1", false))
-	h, err := lab.AddHost(ctx, labkit.HostSpec{Name: "dual", Firmware: labkit.BIOS, BootNIC: 1,
-		MACs: []string{"52:54:00:4b:10:01", "52:54:00:4b:10:02"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	kiln(t, lab, "host", "add", "dual", "--mac", h.Spec.MACs[0], "--mac", h.Spec.MACs[1])
-	kiln(t, lab, "assign", "dual", img.Ref)
-	if err := h.PowerOn(ctx, true); err != nil {
-		t.Fatal(err)
-	}
+	h := netbootHost(t, lab, labkit.HostSpec{Name: "dual", Firmware: labkit.BIOS, BootNIC: 1,
+		MACs: []string{"52:54:00:4b:10:01", "52:54:00:4b:10:02"}}, img.Ref)
 	r := waitReport(t, lab, "dual", img.Ref, 5*time.Minute)
 	if r.Phase != fleet.PhaseBooted || r.Digest != img.Rootfs.Digest {
 		t.Fatalf("report %+v", r)
@@ -173,19 +164,16 @@ func TestStatePartition(t *testing.T) {
 	}
 	lab := newLab(t, "kiln-it-state")
 	img := importImage(t, lab, "testimage@1", testImage(t, "1", false))
-	h, err := lab.AddHost(ctx, labkit.HostSpec{Name: "stateful", Firmware: labkit.BIOS, Disk: disk})
-	if err != nil {
-		t.Fatal(err)
-	}
-	kiln(t, lab, "host", "add", "stateful", "--mac", h.Spec.MACs[0])
-	kiln(t, lab, "assign", "stateful", img.Ref)
+	h := netbootHost(t, lab, labkit.HostSpec{Name: "stateful", Firmware: labkit.BIOS, Disk: disk}, img.Ref)
 	var last uint64
 	for boot := 1; boot <= 2; boot++ {
-		if err := h.PowerOff(ctx); err != nil {
-			t.Fatal(err)
-		}
-		if err := h.PowerOn(ctx, true); err != nil {
-			t.Fatal(err)
+		if boot > 1 {
+			if err := h.PowerOff(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := h.PowerOn(ctx, true); err != nil {
+				t.Fatal(err)
+			}
 		}
 		r := waitReportAfter(t, lab, "stateful", img.Ref, last, 5*time.Minute)
 		want := fmt.Sprintf("state=ext4 boots=%d", boot)
@@ -204,18 +192,9 @@ func TestStatePartition(t *testing.T) {
 // (vendor class HTTPClient) gets an http:// URL of ipxe.efi, and that iPXE
 // then chains the host's script as usual.
 func TestUEFIHTTPBoot(t *testing.T) {
-	ctx := context.Background()
 	lab := newLab(t, "kiln-it-httpboot", "--tftp", "off")
 	img := importImage(t, lab, "testimage@1", testImage(t, "1", false))
-	h, err := lab.AddHost(ctx, labkit.HostSpec{Name: "http1", Firmware: labkit.UEFI})
-	if err != nil {
-		t.Fatal(err)
-	}
-	kiln(t, lab, "host", "add", "http1", "--mac", h.Spec.MACs[0])
-	kiln(t, lab, "assign", "http1", img.Ref)
-	if err := h.PowerOn(ctx, true); err != nil {
-		t.Fatal(err)
-	}
+	netbootHost(t, lab, labkit.HostSpec{Name: "http1", Firmware: labkit.UEFI}, img.Ref)
 	r := waitReport(t, lab, "http1", img.Ref, 8*time.Minute)
 	if r.Phase != fleet.PhaseBooted || r.Digest != img.Rootfs.Digest {
 		t.Fatalf("report %+v", r)
